@@ -1,0 +1,3 @@
+from allgui.cli.main import main
+
+raise SystemExit(main())

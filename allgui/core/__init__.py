@@ -1,0 +1,1 @@
+"""Qt-free core of AllGUI: the GUI and the CLI both call into this package."""

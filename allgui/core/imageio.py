@@ -1,0 +1,117 @@
+"""Reading smear images into 8-bit RGB without ever crashing a batch.
+
+Every failure (missing, empty, truncated, corrupt, not an image, too large) becomes an :class:`ImageReadError`
+with a plain message naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+# 50 megapixels: far above any microscope field, far below a decompression bomb's memory use.
+MAX_PIXELS = 50_000_000
+
+# Truncated files must fail, not be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used; ``str()`` is a plain sentence naming the file."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit int) grey: scale the full range of the type to 8 bits, not clip it.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) <= 65535 else float(array.max())
+        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        scale = 255.0 / (high - low) if high > low else 0.0
+        array = np.nan_to_num((array - low) * scale).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Composite transparency on white, as a slide background would look.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` as an 8-bit RGB image with EXIF orientation applied, or raise :class:`ImageReadError`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as error:
+        raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
+    if size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageReadError(
+                        path, f"image is too large ({width}x{height} pixels; the limit is {max_pixels:,} pixels)"
+                    )
+                if width < 1 or height < 1:
+                    raise ImageReadError(path, "image has no pixels")
+                image.load()
+                image = ImageOps.exif_transpose(image) or image
+                return _to_rgb8(image)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file, or an image format AllGUI cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(path, "image is too large (decompression bomb protection)") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        text = str(error) or type(error).__name__
+        if "truncated" in text.lower() or isinstance(error, EOFError):
+            raise ImageReadError(path, f"image file is truncated ({text})") from None
+        raise ImageReadError(path, f"image file is corrupt ({text})") from None
+    except (MemoryError, Exception) as error:  # noqa: BLE001 - a batch must never crash on one file
+        raise ImageReadError(path, f"image could not be decoded ({type(error).__name__}: {error})") from None
+
+
+def read_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:
+    """RGB uint8 array (H, W, 3), optionally resized to ``size`` x ``size`` with bilinear filtering."""
+    image = read_rgb(path)
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""Classifiers behind one interface (see :mod:`allgui.core.models.base`)."""

@@ -1,0 +1,133 @@
+"""The one interface every classifier answers, so the GUI and CLI never branch on the model type.
+
+Images go in as 8-bit RGB PIL images (from :func:`allgui.core.imageio.read_rgb`); probabilities come out as an
+``(n, 4)`` array in the fixed class order of :data:`allgui.core.classes.CLASS_NAMES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.progress import CancelToken, ProgressCallback
+
+LogCallback = Callable[[str], None]
+
+
+@dataclass
+class ReviewPolicy:
+    """When a prediction must be looked at by a person. Stored in the model's manifest."""
+
+    min_confidence: float = 0.90
+    # Out-of-distribution score above which an image is unlike the training data (None: model has no OOD score).
+    ood_threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_confidence": self.min_confidence, "ood_threshold": self.ood_threshold}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ReviewPolicy:
+        data = data or {}
+        return cls(float(data.get("min_confidence", 0.90)), data.get("ood_threshold"))
+
+
+@dataclass
+class Prediction:
+    probabilities: np.ndarray  # (4,), calibrated, fixed class order
+    predicted: int
+    confidence: float
+    needs_review: bool
+    review_reasons: list[str] = field(default_factory=list)
+    ood_score: float | None = None
+
+    @property
+    def predicted_name(self) -> str:
+        return CLASS_NAMES[self.predicted]
+
+
+@dataclass
+class Attention:
+    """What the SE-CNN attends to for one image (for the GUI's attention view)."""
+
+    block_names: list[str]
+    excitations: list[np.ndarray]  # one vector per SE block: channel weights in [0, 1]
+    heatmap: np.ndarray  # (H, W) in [0, 1], at the image's own resolution or the model's input size
+
+
+class Classifier(ABC):
+    """A trainable, savable image classifier over the four classes."""
+
+    kind: ClassVar[str]
+    # Friendly name for menus.
+    title: ClassVar[str] = ""
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __init__(self, **options: Any) -> None:
+        self.options: dict[str, Any] = dict(options)
+        self.review = ReviewPolicy()
+
+    @abstractmethod
+    def fit(
+        self,
+        paths: Sequence[Path],
+        labels: np.ndarray,
+        *,
+        groups: np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        log: LogCallback | None = None,
+    ) -> dict[str, Any]:
+        """Train on readable images ``paths`` with class indices ``labels``.
+
+        ``groups`` are duplicate-group ids (equal id = near-duplicates) for any internal validation split, which must
+        keep groups whole. Returns a JSON-able summary of the fit (history, chosen hyper-parameters, ...).
+        """
+
+    @abstractmethod
+    def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 4)."""
+
+    def ood_scores(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        """Out-of-distribution score per image (higher = less like the training data), or None if unsupported."""
+        return None
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        probabilities = self.predict_proba(images)
+        ood = self.ood_scores(images)
+        return [self._review(row, None if ood is None else float(ood[i])) for i, row in enumerate(probabilities)]
+
+    def _review(self, probabilities: np.ndarray, ood_score: float | None) -> Prediction:
+        predicted = int(np.argmax(probabilities))
+        confidence = float(probabilities[predicted])
+        reasons = []
+        if confidence < self.review.min_confidence:
+            reasons.append(f"confidence {confidence:.2f} below {self.review.min_confidence:.2f}")
+        threshold = self.review.ood_threshold
+        if ood_score is not None and threshold is not None and ood_score > threshold:
+            reasons.append("image is unlike the training images")
+        return Prediction(probabilities, predicted, confidence, bool(reasons), reasons, ood_score)
+
+    def attention(self, image: Image.Image) -> Attention | None:
+        """Attention data for one image; None for models without an SE attention view."""
+        return None
+
+    @abstractmethod
+    def save_files(self, folder: Path) -> dict[str, Any]:
+        """Write the model's files into ``folder`` (never pickles); return manifest fields (e.g. input size)."""
+
+    @classmethod
+    @abstractmethod
+    def load_files(cls, folder: Path, manifest: dict[str, Any]) -> Classifier:
+        """Rebuild from files written by :meth:`save_files` (checksums were already verified by the store)."""
+
+    @property
+    def device_name(self) -> str:
+        """Where inference runs, for display ("CPU" or the GPU's name)."""
+        return "CPU"
