@@ -7,6 +7,7 @@ with a plain message naming the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 
@@ -66,21 +67,30 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image
 
 
-def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``path`` as an 8-bit RGB image with EXIF orientation applied, or raise :class:`ImageReadError`."""
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, or :class:`ImageReadError` for missing, unreadable and empty files."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
     except OSError as error:
         raise ImageReadError(path, f"cannot be read ({error.strerror or error})") from None
-    if size == 0:
+    if not data:
         raise ImageReadError(path, "file is empty (0 bytes)")
+    return data
+
+
+def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes (``path`` only names the file in errors) to 8-bit RGB with EXIF orientation applied."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageReadError(
@@ -97,16 +107,25 @@ def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageReadError(path, "not an image file, or an image format AllGUI cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(path, "image is too large (decompression bomb protection)") from None
-    except PermissionError:
-        raise ImageReadError(path, "permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # PIL reports truncated and corrupt data as OSError/SyntaxError/ValueError.
         text = str(error) or type(error).__name__
         if "truncated" in text.lower() or isinstance(error, EOFError):
             raise ImageReadError(path, f"image file is truncated ({text})") from None
         raise ImageReadError(path, f"image file is corrupt ({text})") from None
-    except (MemoryError, Exception) as error:  # noqa: BLE001 - a batch must never crash on one file
+    except Exception as error:  # noqa: BLE001 - a batch must never crash on one file
         raise ImageReadError(path, f"image could not be decoded ({type(error).__name__}: {error})") from None
+
+
+def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` as an 8-bit RGB image with EXIF orientation applied, or raise :class:`ImageReadError`."""
+    return decode_rgb(read_bytes(path), path, max_pixels)
+
+
+def read_rgb_and_sha256(path: str | Path) -> tuple[Image.Image, str]:
+    """The image and the SHA-256 of its file's bytes, reading the file once."""
+    data = read_bytes(path)
+    return decode_rgb(data, path), hashlib.sha256(data).hexdigest()
 
 
 def read_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:

@@ -1,0 +1,59 @@
+"""`allgui` entry point: no arguments opens the GUI, subcommands run headless."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import multiprocessing
+import sys
+from collections.abc import Sequence
+
+from allgui import DISCLAIMER, __version__
+
+# Modules in allgui/cli/ that each add one subcommand via register(subparsers).
+COMMANDS = ["dedupe", "data"]
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (e.g. a path that does not exist): exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="allgui",
+        description=f"AllGUI: B-ALL smear image review. {DISCLAIMER} Without a command, opens the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"allgui {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"allgui.cli.{name}").register(subparsers)
+    return parser
+
+
+def _open_gui(argv: Sequence[str]) -> int:
+    from allgui.ui.app import run_app
+
+    return run_app(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    multiprocessing.freeze_support()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        return _open_gui(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as error:
+        print(f"allgui {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("allgui: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - report, never dump a traceback on a technician
+        print(f"allgui {args.command}: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,88 @@
+"""Finding image files under folders: recursive, deterministic, safe against symlink loops and unreadable folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from allgui.core.imageio import is_image_path
+from allgui.core.progress import CancelToken, ProgressCallback, check
+
+
+@dataclass
+class ScanResult:
+    files: list[Path] = field(default_factory=list)
+    # Folders or paths that could not be read, with a reason; reported, never fatal.
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def natural_key(path: Path) -> list[object]:
+    """Sort key that orders 'img-2' before 'img-10' (capture order), case-insensitively, path part by part."""
+    key: list[object] = []
+    for part in path.parts:
+        for chunk in re.split(r"(\d+)", part.lower()):
+            key.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+    return key
+
+
+def _walk(root: Path, result: ScanResult, seen: set[tuple[int, int]], cancel: CancelToken | None) -> list[Path]:
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        check(cancel)
+        folder = stack.pop()
+        try:
+            info = folder.stat()
+        except OSError as error:
+            result.problems.append((folder, f"folder cannot be read ({error.strerror or error})"))
+            continue
+        identity = (info.st_dev, info.st_ino)
+        if identity in seen:
+            continue  # a symlink loop or a second link to a folder already scanned
+        seen.add(identity)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as error:
+            result.problems.append((folder, f"folder cannot be read ({error.strerror or error})"))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(path)
+                elif entry.is_file(follow_symlinks=True) and is_image_path(path):
+                    found.append(path)
+            except OSError as error:
+                result.problems.append((path, f"cannot be read ({error.strerror or error})"))
+    return found
+
+
+def scan_images(
+    paths: Iterable[str | Path],
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ScanResult:
+    """All image files given directly or found recursively under the given folders, in natural order, no repeats."""
+    result = ScanResult()
+    seen_folders: set[tuple[int, int]] = set()
+    collected: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for found in sorted(_walk(path, result, seen_folders, cancel), key=natural_key):
+                collected.setdefault(found, None)
+        elif path.is_file():
+            if is_image_path(path):
+                collected.setdefault(path, None)
+            else:
+                reason = "not an image file name (expected .jpg, .jpeg, .png, .tif, .tiff or .bmp)"
+                result.problems.append((path, reason))
+        else:
+            result.problems.append((path, "no such file or folder"))
+        if progress is not None:
+            progress(len(collected), 0, f"found {len(collected)} images")
+    result.files = list(collected)
+    return result
