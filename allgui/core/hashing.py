@@ -44,9 +44,13 @@ def perceptual_hash(image: Image.Image, method: str = "phash") -> int:
     return int(str(function(image)), 16)
 
 
+# Hashes work on 32x32 (phash) or smaller images, so JPEGs are decoded at a reduced scale of at least this size.
+HASH_DRAFT_SIZE = (32, 32)
+
+
 def hash_file(path: Path, method: str = "phash") -> HashRecord:
     try:
-        image, sha256 = read_rgb_and_sha256(path)
+        image, sha256 = read_rgb_and_sha256(path, draft=HASH_DRAFT_SIZE)
     except ImageReadError as error:
         return HashRecord(path, None, None, error.reason)
     return HashRecord(path, sha256, perceptual_hash(image, method))

@@ -18,6 +18,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 # 50 megapixels: far above any microscope field, far below a decompression bomb's memory use.
 MAX_PIXELS = 50_000_000
 
+# The only Pillow decoders AllGUI lets near a file (camera MPO files open through "JPEG"). Anything else, whatever its
+# name, is refused: fewer parsers to attack, and EPS content would make Pillow start Ghostscript, an external program.
+DECODER_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
+Image.init()  # registers every plugin, so the names above resolve (Image.open raises KeyError otherwise)
+
 # Truncated files must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -85,12 +90,18 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
-def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode image bytes (``path`` only names the file in errors) to 8-bit RGB with EXIF orientation applied."""
+def decode_rgb(
+    data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
+) -> Image.Image:
+    """Decode image bytes (``path`` only names the file in errors) to 8-bit RGB with EXIF orientation applied.
+
+    ``draft`` lets JPEG decoding scale down by 2-8x in the DCT domain, keeping at least that size: several times
+    faster when only a small version is needed (perceptual hashes).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=DECODER_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageReadError(
@@ -98,6 +109,8 @@ def decode_rgb(data: bytes, path: str | Path, max_pixels: int = MAX_PIXELS) -> I
                     )
                 if width < 1 or height < 1:
                     raise ImageReadError(path, "image has no pixels")
+                if draft is not None:
+                    image.draft("RGB", draft)
                 image.load()
                 image = ImageOps.exif_transpose(image) or image
                 return _to_rgb8(image)
@@ -122,10 +135,10 @@ def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return decode_rgb(read_bytes(path), path, max_pixels)
 
 
-def read_rgb_and_sha256(path: str | Path) -> tuple[Image.Image, str]:
+def read_rgb_and_sha256(path: str | Path, draft: tuple[int, int] | None = None) -> tuple[Image.Image, str]:
     """The image and the SHA-256 of its file's bytes, reading the file once."""
     data = read_bytes(path)
-    return decode_rgb(data, path), hashlib.sha256(data).hexdigest()
+    return decode_rgb(data, path, draft=draft), hashlib.sha256(data).hexdigest()
 
 
 def read_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:
