@@ -36,11 +36,25 @@ def _open_gui(argv: Sequence[str]) -> int:
     return run_app(list(argv))
 
 
+def _utf8_stdout() -> None:
+    """Write results as UTF-8: file names may hold any character, and a narrow code page (cp1252 when Windows
+    redirects output to a file or pipe) would otherwise abort the run with UnicodeEncodeError."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if stream is not None and hasattr(stream, "reconfigure") and encoding != "utf8":
+        stream.reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--self-test"]:
+        from allgui.selftest import main as self_test
+
+        return self_test(argv[1:])
     if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         return _open_gui(argv)
+    _utf8_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -32,7 +32,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8", newline="")
+    # surrogateescape: a file name that is not valid UTF-8 (POSIX) is written back as its original bytes.
+    temporary.write_text(text, encoding="utf-8", errors="surrogateescape", newline="")
     temporary.replace(path)
 
 

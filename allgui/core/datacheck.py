@@ -69,7 +69,7 @@ class DataCheckReport:
         lines.append(f"  {'total':<12} {sum(self.counts.values()):>6}")
         ratio = self.imbalance_ratio
         lines.append(f"Class imbalance ratio (largest/smallest): {'n/a' if ratio is None else f'{ratio:.2f}'}")
-        lines.append(f"Unreadable files: {len(self.unreadable)}")
+        lines.append(f"Unreadable files: {len(self.unreadable) + len(self.scan_problems)}")
         lines += [f"  {path}: {reason}" for path, reason in self.unreadable]
         lines += [f"  {path}: {reason}" for path, reason in self.scan_problems]
         lines.append(

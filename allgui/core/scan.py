@@ -28,6 +28,12 @@ def natural_key(path: Path) -> list[object]:
     return key
 
 
+def _not_a_file_reason(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "broken link: the file it points to does not exist"
+    return "not a regular file (e.g. a pipe or device), so it is not opened"
+
+
 def _walk(root: Path, result: ScanResult, seen: set[tuple[int, int]], cancel: CancelToken | None) -> list[Path]:
     found: list[Path] = []
     stack = [root]
@@ -55,6 +61,9 @@ def _walk(root: Path, result: ScanResult, seen: set[tuple[int, int]], cancel: Ca
                     stack.append(path)
                 elif entry.is_file(follow_symlinks=True) and is_image_path(path):
                     found.append(path)
+                elif is_image_path(path):
+                    # An image name that is no regular file (broken link, FIFO, socket): reported, never opened.
+                    result.problems.append((path, _not_a_file_reason(path)))
             except OSError as error:
                 result.problems.append((path, f"cannot be read ({error.strerror or error})"))
     return found
@@ -80,9 +89,12 @@ def scan_images(
             else:
                 reason = "not an image file name (expected .jpg, .jpeg, .png, .tif, .tiff or .bmp)"
                 result.problems.append((path, reason))
+        elif path.exists() or path.is_symlink():
+            result.problems.append((path, _not_a_file_reason(path)))
         else:
             result.problems.append((path, "no such file or folder"))
         if progress is not None:
             progress(len(collected), 0, f"found {len(collected)} images")
     result.files = list(collected)
+    result.problems = list(dict.fromkeys(result.problems))  # a path given twice is reported once
     return result
