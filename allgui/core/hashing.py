@@ -68,7 +68,8 @@ def hash_images(
         raise ValueError(f"unknown hash method {method!r}; choose one of {', '.join(HASH_METHODS)}")
     files = [Path(p) for p in paths]
     total = len(files)
-    workers = workers or min(4, os.cpu_count() or 1)
+    # Two threads a core: one decodes while the other holds the GIL for the hash arithmetic.
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
     records: list[HashRecord] = []
     # Threads suffice: JPEG decoding and the DCT release the GIL for most of their time.
     with ThreadPoolExecutor(max_workers=workers) as pool:
