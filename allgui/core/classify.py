@@ -1,0 +1,332 @@
+"""Batch classification of image files: one row per file, bad files become error rows, nothing is ever lost.
+
+Rows are journalled (JSON lines, flushed and synced per batch) as they are produced, so a run killed at any moment
+resumes from the journal without losing or repeating a finished image. Decoding runs in a background thread,
+overlapping the model's inference on the previous batch. The CLI and the GUI batch tab both call
+:func:`classify_paths`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
+from allgui.core.duplicates import find_groups
+from allgui.core.hashing import HashRecord, perceptual_hash
+from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
+from allgui.core.models.store import LoadedModel
+from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
+
+COLUMNS: tuple[str, ...] = (
+    "path",
+    "predicted",
+    *(f"p_{key}" for key in CLASS_KEYS),
+    "confidence",
+    "needs_review",
+    "duplicate_group",
+    "image_sha256",
+    "model_id",
+    "error",
+)
+JOURNAL_FORMAT = "allgui-classify-journal"
+JOURNAL_VERSION = 1
+
+LogCallback = Callable[[str], None]
+
+
+class JournalMismatchError(ValueError):
+    """``--resume`` with a journal written for another model."""
+
+
+def model_digest(loaded: LoadedModel) -> str:
+    files = json.dumps(loaded.manifest.get("files", {}), sort_keys=True)
+    return hashlib.sha256(f"{loaded.id}\n{files}".encode()).hexdigest()
+
+
+def path_key(path: str | Path) -> str:
+    return os.path.abspath(str(path))
+
+
+def journal_path_for(out: Path) -> Path:
+    return out.with_name(f"{out.name}.journal.jsonl")
+
+
+class Journal:
+    """Append-only JSON lines: a header line, then one line per finished image."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._handle: io.TextIOWrapper | None = None
+
+    def open(self, resume: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.path.exists():
+            self._recover()
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            return
+        self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self._write([self.header])
+
+    def _recover(self) -> None:
+        """Read finished rows; a line cut short by a kill is dropped and cut off the file before appending."""
+        data = self.path.read_bytes()
+        good_end = 0
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines[:-1]):  # the part after the last newline is never complete
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                break
+            if number == 0:
+                if record.get("format") != JOURNAL_FORMAT or record.get("model_digest") != self.header["model_digest"]:
+                    raise JournalMismatchError(
+                        f"{self.path} was written for model {record.get('model_id')!r}, "
+                        f"not {self.header['model_id']!r}; run without --resume to start over"
+                    )
+            else:
+                self.rows.setdefault(path_key(record["path"]), record)
+            good_end += len(raw) + 1
+        if good_end == 0:  # killed before the header was complete
+            self.path.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
+            return
+        if good_end < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good_end)
+
+    def _write(self, records: Sequence[dict[str, Any]]) -> None:
+        assert self._handle is not None
+        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._write(rows)
+        for row in rows:
+            self.rows.setdefault(path_key(row["path"]), row)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+@dataclass
+class _Decoded:
+    path: Path
+    image: Image.Image | None
+    sha256: str | None
+    phash: int | None
+    error: str | None
+
+
+def _decode(path: Path) -> _Decoded:
+    try:
+        image, sha256 = read_rgb_and_sha256(path)
+        return _Decoded(path, image, sha256, perceptual_hash(image), None)
+    except ImageReadError as error:
+        return _Decoded(path, None, None, None, error.reason)
+    except Exception as error:  # noqa: BLE001 - one file must never stop a batch
+        return _Decoded(path, None, None, None, f"could not be processed ({type(error).__name__}: {error})")
+
+
+def _error_row(path: Path | str, error: str, model_id: str) -> dict[str, Any]:
+    return {"path": str(path), "error": error, "model_id": model_id}
+
+
+def _rows_for(batch: list[_Decoded], loaded: LoadedModel) -> list[dict[str, Any]]:
+    good = [d for d in batch if d.image is not None]
+    predictions = loaded.classifier.predict([d.image for d in good]) if good else []  # type: ignore[misc]
+    by_path = {id(d): p for d, p in zip(good, predictions, strict=True)}
+    rows = []
+    for item in batch:
+        if item.image is None:
+            rows.append(_error_row(item.path, item.error or "unreadable", loaded.id))
+            continue
+        prediction = by_path[id(item)]
+        rows.append(
+            {
+                "path": str(item.path),
+                "predicted": CLASS_NAMES[prediction.predicted],
+                "probabilities": [float(v) for v in prediction.probabilities],
+                "confidence": float(prediction.confidence),
+                "needs_review": bool(prediction.needs_review),
+                "review_reasons": list(prediction.review_reasons),
+                "image_sha256": item.sha256,
+                "phash": f"{item.phash:016x}",
+                "model_id": loaded.id,
+                "error": "",
+            }
+        )
+    return rows
+
+
+def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for start in range(0, len(paths), batch_size):
+            batch = []
+            for path in paths[start : start + batch_size]:
+                if stop.is_set():
+                    return
+                batch.append(_decode(path))
+            while not stop.is_set():
+                try:
+                    out.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        if not stop.is_set():
+            out.put(None)  # end marker; the consumer drains the queue until this thread ends
+
+
+def classify_paths(
+    paths: Sequence[Path],
+    loaded: LoadedModel,
+    *,
+    batch_size: int = 32,
+    journal: Path | None = None,
+    resume: bool = False,
+    problems: Sequence[tuple[Path, str]] = (),
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    log: LogCallback | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
+
+    With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it.
+    Raises :class:`Cancelled` when ``cancel`` is set (the journal keeps everything finished so far).
+    """
+    log = log or (lambda _: None)
+    unique: dict[str, Path] = {}
+    for path in paths:
+        unique.setdefault(path_key(path), Path(path))
+    keys = list(unique)
+    header = {
+        "format": JOURNAL_FORMAT,
+        "version": JOURNAL_VERSION,
+        "model_id": loaded.id,
+        "model_digest": model_digest(loaded),
+    }
+    book = Journal(journal, header) if journal is not None else None
+    done: dict[str, dict[str, Any]] = {}
+    if book is not None:
+        book.open(resume)
+        done = dict(book.rows)
+        if resume:
+            log(f"resuming: {sum(k in done for k in keys)} already done, {sum(k not in done for k in keys)} to go")
+    todo = [unique[k] for k in keys if k not in done]
+    total = len(keys)
+    finished = total - len(todo)
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    worker = threading.Thread(target=_decoder, args=(todo, max(1, batch_size), batches, stop), name="classify-decode")
+    worker.start()
+    try:
+        if progress is not None:
+            progress(finished, total, "classifying")
+        while True:
+            check(cancel)
+            try:
+                batch = batches.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if batch is None:
+                break
+            rows = _rows_for(batch, loaded)
+            if book is not None:
+                book.append(rows)
+            for row in rows:
+                done.setdefault(path_key(row["path"]), row)
+            if on_rows is not None:  # e.g. the GUI's table, filled as results arrive
+                on_rows(rows)
+            finished += len(rows)
+            if progress is not None:
+                progress(finished, total, f"classified {finished} of {total}")
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.05)
+        worker.join()
+        if book is not None:
+            book.close()
+    rows = [done[k] for k in keys]
+    rows += [_error_row(path, reason, loaded.id) for path, reason in problems]
+    _assign_duplicate_groups(rows)
+    return rows
+
+
+def _assign_duplicate_groups(rows: list[dict[str, Any]]) -> None:
+    """Number groups of identical or near-identical images in this batch (1, 2, ...); others stay blank."""
+    hashed = [i for i, r in enumerate(rows) if r.get("phash") and r.get("image_sha256")]
+    records = [HashRecord(Path(rows[i]["path"]), rows[i]["image_sha256"], int(rows[i]["phash"], 16)) for i in hashed]
+    for row in rows:
+        row["duplicate_group"] = ""
+    for number, group in enumerate(find_groups(records), start=1):
+        for member in group.members:
+            rows[hashed[member]]["duplicate_group"] = number
+
+
+# ---- export ----------------------------------------------------------------------------------------------------
+
+
+def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
+    """The exported columns: a bad file has only path and error (and the model id, for traceability)."""
+    probabilities = row.get("probabilities")
+    out: dict[str, Any] = dict.fromkeys(COLUMNS, "" if for_csv else None)
+    out["path"] = row["path"]
+    out["model_id"] = row.get("model_id", "") if for_csv else row.get("model_id")
+    out["error"] = row.get("error") or ("" if for_csv else None)
+    if probabilities is not None:
+        out["predicted"] = row["predicted"]
+        for key, value in zip(CLASS_KEYS, probabilities, strict=True):
+            out[f"p_{key}"] = f"{value:.6f}" if for_csv else value
+        out["confidence"] = f"{row['confidence']:.6f}" if for_csv else row["confidence"]
+        out["needs_review"] = ("true" if row["needs_review"] else "false") if for_csv else row["needs_review"]
+        out["image_sha256"] = row["image_sha256"]
+        group = row.get("duplicate_group", "")
+        out["duplicate_group"] = group if for_csv else (group or None)
+    return out
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: str = "csv") -> str:
+    if fmt == "json":
+        return json.dumps([flat_row(r, for_csv=False) for r in rows], indent=2, ensure_ascii=False) + "\n"
+    if fmt != "csv":
+        raise ValueError("format must be csv or json")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat_row(r) for r in rows)
+    return buffer.getvalue()
+
+
+def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> None:
+    """Write the export atomically: a temporary file, synced, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        handle.write(render(rows, fmt))
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+__all__ = ["COLUMNS", "Cancelled", "JournalMismatchError", "classify_paths", "journal_path_for", "render", "write_rows"]

@@ -1,0 +1,46 @@
+"""Saving and loading scikit-learn pipelines with ``skops.io`` against an explicit list of trusted types.
+
+A model folder may come from anywhere (``allgui models import``), so a pipeline file is never unpickled: skops
+rebuilds only the types listed here (plus the plain scikit-learn/numpy types it trusts by default) and refuses
+anything else before constructing a single object.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+# Types our own pipelines contain beyond skops' defaults; nothing outside this list is ever loaded.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "imblearn.pipeline.Pipeline",
+        "imblearn.over_sampling._smote.base.SMOTE",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.tree._tree.Tree",
+    }
+)
+
+
+class UntrustedPipelineError(ValueError):
+    """A pipeline file that is not a skops archive or that names a type outside :data:`TRUSTED_TYPES`."""
+
+
+def dump_pipeline(pipeline: Any, path: Path) -> None:
+    sio.dump(pipeline, path)
+
+
+def load_pipeline(path: Path) -> Any:
+    if not zipfile.is_zipfile(path):
+        raise UntrustedPipelineError(f"{path.name} is not a skops archive (refusing to unpickle it)")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as error:  # noqa: BLE001 - any parse failure means the file is not ours
+        raise UntrustedPipelineError(f"{path.name} cannot be read as a skops archive ({error})") from None
+    unexpected = sorted(set(untrusted) - TRUSTED_TYPES)
+    if unexpected:
+        raise UntrustedPipelineError(f"{path.name} contains types AllGUI does not trust: {', '.join(unexpected)}")
+    return sio.load(path, trusted=sorted(untrusted))

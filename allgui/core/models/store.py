@@ -1,0 +1,418 @@
+"""Model folders (files + ``manifest.json``) and the store that lists shipped and user models, one active.
+
+A model folder is trusted only as far as its manifest vouches for it: every file's SHA-256 is listed and checked
+on load, extra files are refused, class names must be the app's, and weights are loaded without running code
+(torch ``weights_only=True``; scikit-learn pipelines through skops with an explicit trusted-types list).
+Folders are written into a temporary sibling and renamed into place, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from allgui import __version__
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.models import registry
+from allgui.core.models.base import Classifier, ReviewPolicy
+from allgui.resources import shipped_models_dir
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+ACTIVE_FILE = "active_model.json"
+ACTIVE_VERSION = 1
+# Operating-system litter that may appear in a copied folder and carries no model data.
+IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+class ModelLoadError(Exception):
+    """A model folder that cannot be used; ``str()`` says which folder and why."""
+
+
+class ManifestError(ModelLoadError):
+    """manifest.json is missing, unreadable or lacks required fields."""
+
+
+class ModelFilesError(ModelLoadError):
+    """A file was changed, is missing, or is not listed in the manifest."""
+
+
+class ModelClassesError(ModelLoadError):
+    """The model's class names are not the app's four classes in their fixed order."""
+
+
+class ModelWeightsError(ModelLoadError):
+    """The files pass their checksums but do not form a model of the stated kind (wrong shapes, unsafe content)."""
+
+
+class ModelNotFoundError(ModelLoadError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelActivationError(ModelLoadError):
+    """A model that may not become the active one (e.g. the colour baseline)."""
+
+
+def user_data_dir() -> Path:
+    """Where user models, settings and journals live; ``ALLGUI_HOME`` overrides the platform default."""
+    override = os.environ.get("ALLGUI_HOME")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "AllGUI"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "AllGUI"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "allgui"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "allgui": __version__}
+    for name in ("torch", "torchvision", "scikit-learn", "imbalanced-learn", "skops", "numpy", "pillow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_files(folder: Path) -> list[str]:
+    """Every file below ``folder`` except the manifest, as sorted POSIX relative paths."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.name != MANIFEST and p.name not in IGNORED_NAMES
+    )
+
+
+def new_model_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def _replace_folder(temporary: Path, folder: Path) -> None:
+    """Move a finished temporary folder to ``folder``, replacing an older one only once the new one is complete."""
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        folder.rename(old)
+        temporary.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        temporary.rename(folder)
+
+
+def save_model(
+    classifier: Classifier,
+    folder: str | Path,
+    *,
+    model_id: str | None = None,
+    title: str | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    fit: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``classifier`` into ``folder`` atomically and return its manifest."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    temporary.mkdir()
+    try:
+        fields = classifier.save_files(temporary) or {}
+        manifest: dict[str, Any] = {k: v for k, v in fields.items() if k != "files"}
+        manifest.update(
+            format_version=FORMAT_VERSION,
+            id=model_id or folder.name,
+            kind=classifier.kind,
+            title=title or classifier.title or classifier.kind,
+            class_names=list(classifier.class_names),
+            input_size=fields.get("input_size"),
+            normalisation=fields.get("normalisation"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            library_versions=library_versions(),
+            training=training or {},
+            metrics=metrics or {},
+            fit=fit or {},
+            review=classifier.review.to_dict(),
+            files={name: sha256_of(temporary / name) for name in _model_files(temporary)},
+            **(extra or {}),
+        )
+        write_json_atomic(temporary / MANIFEST, manifest)
+        _replace_folder(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{folder}: not a folder")
+    if not path.is_file():
+        raise ManifestError(f"{folder}: no {MANIFEST}; this is not an AllGUI model folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{folder}: {MANIFEST} cannot be read ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{folder}: {MANIFEST} is not a JSON object")
+    missing = [key for key in ("id", "kind", "class_names", "files") if key not in manifest]
+    if missing:
+        raise ManifestError(f"{folder}: {MANIFEST} lacks {', '.join(missing)}")
+    if not isinstance(manifest["files"], dict):
+        raise ManifestError(f"{folder}: {MANIFEST} 'files' must map file names to SHA-256 digests")
+    if int(manifest.get("format_version", 1)) > FORMAT_VERSION:
+        raise ManifestError(f"{folder}: made by a newer AllGUI (format {manifest['format_version']})")
+    return manifest
+
+
+def verify_folder(folder: str | Path, manifest: dict[str, Any]) -> None:
+    """Raise unless the folder holds exactly the manifest's files with their recorded SHA-256 and classes."""
+    folder = Path(folder)
+    if list(manifest["class_names"]) != list(CLASS_NAMES):
+        raise ModelClassesError(
+            f"{folder}: the model's classes {manifest['class_names']} are not {list(CLASS_NAMES)} in this order"
+        )
+    listed = {str(name) for name in manifest["files"]}
+    if not listed:
+        raise ManifestError(f"{folder}: {MANIFEST} lists no files")
+    present = set(_model_files(folder))
+    if missing := sorted(listed - present):
+        raise ModelFilesError(f"{folder}: missing file(s) {', '.join(missing)}")
+    if extra := sorted(present - listed):
+        raise ModelFilesError(f"{folder}: file(s) not listed in the manifest: {', '.join(extra)}")
+    for name in sorted(listed):
+        path = folder / name
+        if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()):
+            raise ModelFilesError(f"{folder}: {name} is a link; model files must be plain files")
+        if sha256_of(path) != manifest["files"][name]:
+            raise ModelFilesError(f"{folder}: {name} was changed since the model was saved (SHA-256 differs)")
+
+
+@dataclass
+class LoadedModel:
+    classifier: Classifier
+    manifest: dict[str, Any]
+    folder: Path
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest["id"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def title(self) -> str:
+        return str(self.manifest.get("title") or self.kind)
+
+
+def load_model(folder: str | Path) -> LoadedModel:
+    """Verify and load a model folder; every failure is a :class:`ModelLoadError` naming the folder."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    verify_folder(folder, manifest)
+    try:
+        cls = registry.classifier_class(str(manifest["kind"]))
+    except registry.UnknownKindError as error:
+        raise ManifestError(f"{folder}: {error}") from None
+    try:
+        classifier = cls.load_files(folder, manifest)
+    except ModelLoadError:
+        raise
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code: never show that advice.
+        raise ModelWeightsError(
+            f"{folder}: a weights file holds objects other than plain tensors (it may contain code); refused"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - torch/skops/json failures all mean "not a usable model"
+        raise ModelWeightsError(
+            f"{folder}: the files do not form a usable {manifest['kind']} model ({type(error).__name__}: {error})"
+        ) from None
+    classifier.review = ReviewPolicy.from_dict(manifest.get("review"))
+    return LoadedModel(classifier, manifest, folder)
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    kind: str
+    title: str
+    folder: Path
+    source: str  # "shipped" or "user"
+    created: str
+    offered: bool
+    manifest: dict[str, Any]
+
+
+class ModelStore:
+    """Shipped models (read-only, in the resources) and the user's models, with one active model."""
+
+    def __init__(self, data_dir: Path | None = None, shipped_dir: Path | None = None) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
+        self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else shipped_models_dir()
+
+    @property
+    def user_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def _scan(self, root: Path, source: str) -> list[ModelInfo]:
+        found: list[ModelInfo] = []
+        if not root.is_dir():
+            return found
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                manifest = read_manifest(folder)
+            except ModelLoadError:
+                continue  # not a model folder; `models show`/load report the reason when asked for it by path
+            kind = str(manifest["kind"])
+            offered = registry.KINDS[kind].offered if kind in registry.KINDS else False
+            found.append(
+                ModelInfo(
+                    str(manifest["id"]),
+                    kind,
+                    str(manifest.get("title") or kind),
+                    folder,
+                    source,
+                    str(manifest.get("created", "")),
+                    offered,
+                    manifest,
+                )
+            )
+        return found
+
+    def list(self) -> list[ModelInfo]:
+        """Shipped models first, then the user's, each by creation time; a user model never hides a shipped id."""
+        shipped = self._scan(self.shipped_dir, "shipped")
+        ids = {m.id for m in shipped}
+        user = [m for m in self._scan(self.user_dir, "user") if m.id not in ids]
+        return sorted(shipped, key=lambda m: m.created) + sorted(user, key=lambda m: m.created)
+
+    def find(self, model_id: str) -> ModelInfo:
+        for info in self.list():
+            if info.id == model_id:
+                return info
+        known = ", ".join(m.id for m in self.list()) or "none"
+        raise ModelNotFoundError(f"no model with id {model_id!r} (known: {known})")
+
+    def resolve(self, id_or_folder: str | Path) -> Path:
+        """A model id from the list, or a path to a model folder."""
+        text = str(id_or_folder)
+        try:
+            return self.find(text).folder
+        except ModelNotFoundError:
+            path = Path(text).expanduser()
+            if path.is_dir():
+                return path
+            raise
+
+    def load(self, id_or_folder: str | Path | None = None) -> LoadedModel:
+        """Load by id or folder, or the active model when None."""
+        if id_or_folder is None:
+            active = self.active_id()
+            if active is None:
+                raise ModelNotFoundError(
+                    "no model is available: train one (allgui train) or import one (allgui models import)"
+                )
+            id_or_folder = active
+        return load_model(self.resolve(id_or_folder))
+
+    # ---- active model --------------------------------------------------------------------------------------------
+    @property
+    def active_file(self) -> Path:
+        return self.data_dir / ACTIVE_FILE
+
+    def _stored_active(self) -> str | None:
+        try:
+            data = json.loads(self.active_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or int(data.get("version", 0)) != ACTIVE_VERSION:
+            return None
+        value = data.get("active_model")
+        return value if isinstance(value, str) else None
+
+    def active_id(self) -> str | None:
+        """The chosen model if it still exists; else the shipped default (an SE-CNN first), else any offered one."""
+        models = self.list()
+        stored = self._stored_active()
+        if stored and any(m.id == stored for m in models):
+            return stored
+        offered = [m for m in models if m.offered]
+        for candidates in (
+            [m for m in offered if m.source == "shipped" and m.manifest.get("default")],
+            [m for m in offered if m.source == "shipped" and m.kind == "secnn"],
+            [m for m in offered if m.source == "shipped"],
+            offered,
+        ):
+            if candidates:
+                return candidates[0].id
+        return None
+
+    def activate(self, model_id: str) -> LoadedModel:
+        """Make ``model_id`` active only after it loads cleanly; on any error the previous choice stays."""
+        info = self.find(model_id)
+        if not info.offered:
+            raise ModelActivationError(
+                f"{model_id} is a {info.kind} model, which is kept for comparison only and cannot be made active"
+            )
+        loaded = load_model(info.folder)
+        write_json_atomic(self.active_file, {"version": ACTIVE_VERSION, "active_model": info.id})
+        return loaded
+
+    # ---- adding models -------------------------------------------------------------------------------------------
+    def save(self, classifier: Classifier, model_id: str | None = None, **fields: Any) -> ModelInfo:
+        model_id = model_id or new_model_id(classifier.kind)
+        save_model(classifier, self.user_dir / model_id, model_id=model_id, **fields)
+        return self.find(model_id)
+
+    def import_folder(self, source: str | Path) -> ModelInfo:
+        """Verify a model folder, then copy it into the user's models (atomically) under its own id."""
+        source = Path(source)
+        loaded = load_model(source)
+        if any(m.id == loaded.id for m in self.list()):
+            raise ModelActivationError(f"a model with id {loaded.id!r} is already in the list")
+        target = self.user_dir / loaded.id
+        temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            temporary.mkdir(parents=True)
+            for name in [*loaded.manifest["files"], MANIFEST]:
+                (temporary / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / name, temporary / name)
+            verify_folder(temporary, read_manifest(temporary))  # the copy is what will be used: check it too
+            _replace_folder(temporary, target)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        return self.find(loaded.id)
