@@ -1,0 +1,289 @@
+"""Batch classification of a folder (recursively) in a worker, with a live table, rate, time left and a summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from allgui.core import classify
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.models.store import LoadedModel
+from allgui.core.scan import scan_images
+from allgui.core.settings import Settings
+from allgui.ui.charts import ClassBarChart
+from allgui.ui.model_controller import ModelController
+from allgui.ui.workers import Task, TaskRunner
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+def batch_task(task: Task, loaded: LoadedModel, folder: Path) -> list[dict[str, Any]]:
+    """Scan ``folder`` recursively and classify every image; rows stream to the table as they are produced."""
+    task.progress(0, 0, f"scanning {folder}…")
+    scan = scan_images([folder], cancel=task.cancel)
+    return classify.classify_paths(
+        scan.files, loaded, problems=scan.problems, progress=task.progress, cancel=task.cancel, on_rows=task.extend
+    )
+
+
+class RowsModel(QAbstractTableModel):
+    """Rows with the columns of ``allgui classify``; appended to while a batch runs."""
+
+    def __init__(self, columns: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.columns = columns
+        self.rows: list[dict[str, Any]] = []  # as classify returns them (what the export writes)
+        self.flat: list[dict[str, Any]] = []  # the exported columns, for display
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.columns)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.columns[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.flat[index.row()]
+        value = row.get(self.columns[index.column()])
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, float):
+                return f"{value:.3f}"
+            if isinstance(value, bool):
+                return "yes" if value else ""
+            return "" if value is None else str(value)
+        if role == Qt.ItemDataRole.BackgroundRole and row.get("error"):
+            return QBrush(QColor("#fde2e1"))
+        if role == Qt.ItemDataRole.ToolTipRole and self.columns[index.column()] in ("path", "error"):
+            return str(value or "")
+        return None
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        first = len(self.rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
+        self.rows.extend(rows)
+        self.flat.extend(classify.flat_row(r, for_csv=False) for r in rows)
+        self.endInsertRows()
+
+    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.beginResetModel()
+        self.rows = list(rows)
+        self.flat = [classify.flat_row(r, for_csv=False) for r in rows]
+        self.endResetModel()
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self.rows, self.flat = [], []
+        self.endResetModel()
+
+
+class BatchTab(QWidget):
+    message = Signal(str)
+    error = Signal(str)
+    finished = Signal(int)  # rows written (also after a cancel)
+
+    def __init__(self, runner: TaskRunner, models: ModelController, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self.runner, self.models, self.settings = runner, models, settings
+        self.started_at = 0.0
+        self.model_id = ""
+        self.cancelled = False
+
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("Folder of images (searched recursively)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.run_button = QPushButton("Run batch")
+        self.run_button.clicked.connect(lambda: self.start())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Folder:"))
+        top.addWidget(self.folder_edit, 1)
+        top.addWidget(browse)
+        top.addWidget(self.run_button)
+        top.addWidget(self.cancel_button)
+
+        self.progress = QProgressBar()
+        self.rate_label = QLabel("")
+        status = QHBoxLayout()
+        status.addWidget(self.progress, 1)
+        status.addWidget(self.rate_label)
+
+        self.table_model = RowsModel(list(classify.COLUMNS), self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setColumnWidth(0, 360)
+        self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
+        self.summary_label = QLabel("")
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.summary, 1)
+        right_layout.addWidget(self.summary_label)
+        export_csv = QPushButton("Export CSV…")
+        export_csv.clicked.connect(lambda: self._export_dialog(".csv"))
+        export_json = QPushButton("Export JSON…")
+        export_json.clicked.connect(lambda: self._export_dialog(".json"))
+        buttons = QHBoxLayout()
+        buttons.addWidget(export_csv)
+        buttons.addWidget(export_json)
+        right_layout.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.table)
+        splitter.addWidget(right)
+        splitter.setSizes([900, 380])
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(status)
+        layout.addWidget(splitter, 1)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder to classify", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def start(self, folder: str | Path | None = None) -> bool:
+        folder = Path(folder) if folder is not None else Path(self.folder_edit.text().strip())
+        if not str(folder) or not folder.is_dir():
+            self.error.emit(f"Not a folder: {folder}")
+            return False
+        loaded = self.models.current
+        if loaded is None:
+            self.error.emit("No model is loaded yet; choose one in the toolbar.")
+            return False
+        self.folder_edit.setText(str(folder))
+        self.table_model.clear()
+        self.summary.set_values(None)
+        self.model_id = loaded.id
+        self.cancelled = False
+        self.started_at = time.monotonic()
+        self.progress.setRange(0, 0)
+        self.rate_label.setText("scanning…")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.runner.start(
+            "batch",
+            batch_task,
+            loaded,
+            folder,
+            on_partial=self._rows,
+            on_progress=self._progress,
+            on_result=self._done,
+            on_cancelled=self._cancelled,
+            on_error=self._failed,
+            on_finished=self._finished,
+        )
+        self.message.emit(f"Classifying {folder} with {loaded.title}…")
+        return True
+
+    def cancel(self) -> None:
+        if self.runner.is_running("batch"):
+            self.runner.cancel("batch")
+            self._cancelled()
+            self._finished()
+
+    def _rows(self, rows: list[dict[str, Any]]) -> None:
+        self.table_model.append(rows)
+        self._update_summary()
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        if total <= 0:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        elapsed = max(1e-6, time.monotonic() - self.started_at)
+        rate = done / elapsed
+        left = (total - done) / rate if rate > 0 else 0
+        self.rate_label.setText(f"{done}/{total} · {rate:.0f} images/s · {int(left) // 60}:{int(left) % 60:02d} left")
+
+    def _update_summary(self) -> None:
+        counts = [0] * len(CLASS_NAMES)
+        errors = flagged = 0
+        for row in self.table_model.rows:
+            if row.get("error"):
+                errors += 1
+            elif row.get("predicted") in CLASS_NAMES:
+                counts[CLASS_NAMES.index(row["predicted"])] += 1
+                flagged += bool(row.get("needs_review"))
+        self.summary.set_values(counts, "{:.0f}")
+        self.summary_label.setText(f"{len(self.table_model.rows)} rows · {flagged} need review · {errors} unreadable")
+
+    def _done(self, rows: list[dict[str, Any]]) -> None:
+        self.table_model.set_rows(rows)  # now with duplicate groups and the folders that could not be read
+        self._update_summary()
+        elapsed = time.monotonic() - self.started_at
+        count = len(self.table_model.rows)
+        self.rate_label.setText(f"{count} images in {elapsed:.1f} s ({count / max(elapsed, 1e-6):.0f} images/s)")
+        self.message.emit(f"Batch finished: {count} rows")
+        self.finished.emit(count)
+
+    def _cancelled(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.rate_label.setText(f"cancelled after {len(self.table_model.rows)} images")
+            self.message.emit("Batch cancelled; the rows so far are kept and can be exported")
+            self.finished.emit(len(self.table_model.rows))
+
+    def _failed(self, text: str) -> None:
+        self.error.emit(f"The batch stopped: {text}")
+
+    def _finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    # ---- export -------------------------------------------------------------------------------------------------
+    def has_results(self) -> bool:
+        return bool(self.table_model.rows)
+
+    def export(self, path: Path) -> Path:
+        path = Path(path)
+        rows = self.table_model.rows
+        classify.write_rows(rows, path, "json" if path.suffix.lower() == ".json" else "csv")
+        return path
+
+    def _export_dialog(self, suffix: str) -> None:
+        if not self.has_results():
+            self.error.emit("There are no batch results to export yet.")
+            return
+        start = str(Path(self.settings.last_export_dir or Path.home()) / f"allgui-batch{suffix}")
+        name, _ = QFileDialog.getSaveFileName(self, "Export batch results", start, f"*{suffix}")
+        if name:
+            self.settings.last_export_dir = str(Path(name).parent)
+            try:
+                self.message.emit(f"Results written to {self.export(Path(name))}")
+            except OSError as error:
+                self.error.emit(f"Export failed: {error}")

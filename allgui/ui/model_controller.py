@@ -1,0 +1,99 @@
+"""The model the window works with: listed from the store, loaded and activated off the GUI thread."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from allgui.core.models import registry
+from allgui.core.models.store import LoadedModel, ModelInfo, ModelStore
+from allgui.ui.workers import Task, TaskRunner
+
+
+def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedModel, list[str]]:
+    """Load (and activate) a model, collecting device warnings such as 'CUDA not available' as notices."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task.progress(0, 0, "loading model…")
+        if model_id is None:
+            loaded = store.load()
+        else:
+            info = store.find(model_id)
+            loaded = store.activate(model_id) if info.offered else store.load(model_id)
+        device = loaded.classifier.device_name  # touches torch's device choice inside the warning catcher
+    notices = [str(w.message) for w in caught if type(w.message).__name__ == "DeviceWarning"]
+    if registry.KINDS.get(loaded.kind, None) and registry.KINDS[loaded.kind].needs_torch and device == "CPU":
+        notices.append(f"{loaded.title}: CUDA is not available, so it runs on the CPU (slower, same results).")
+    return loaded, notices
+
+
+def _probe_torch_device(task: Task) -> str:
+    """The torch device label ("CPU" or the GPU's name); importing torch here keeps it off the start-up path."""
+    from allgui.core.models.torch_device import choose_device, device_label
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return device_label(choose_device("auto"))
+
+
+class ModelController(QObject):
+    listed = Signal(list)  # list[ModelInfo] offered to technicians
+    loading = Signal(str)  # model id
+    loaded = Signal(object)  # LoadedModel
+    failed = Signal(str)
+    notice = Signal(str)
+    devices_known = Signal()
+
+    def __init__(self, runner: TaskRunner, store: ModelStore | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runner = runner
+        self.store = store or ModelStore()
+        self.models: list[ModelInfo] = []
+        self.current: LoadedModel | None = None
+        self.torch_device: str | None = None
+
+    def refresh(self) -> list[ModelInfo]:
+        self.models = [m for m in self.store.list() if m.offered]
+        self.listed.emit(self.models)
+        return self.models
+
+    def device_of(self, info: ModelInfo) -> str:
+        """Where a listed model would run: classical models on the CPU; torch models where torch finds a GPU."""
+        kind = registry.KINDS.get(info.kind)
+        if kind is None or not kind.needs_torch:
+            return "CPU"
+        if self.current is not None and self.current.id == info.id:
+            return self.current.classifier.device_name
+        return self.torch_device or "GPU if available"
+
+    def probe_devices(self) -> None:
+        self.runner.start("devices", _probe_torch_device, on_result=self._devices_probed)
+
+    def _devices_probed(self, label: str) -> None:
+        self.torch_device = label
+        self.devices_known.emit()
+
+    def load(self, model_id: str | None = None) -> None:
+        """Load ``model_id`` (None: the store's active model); the current model stays until the new one is ready."""
+        self.loading.emit(model_id or "")
+        self.runner.start("model", _load, self.store, model_id, on_result=self._loaded, on_error=self._failed)
+
+    def _loaded(self, result: tuple[LoadedModel, list[str]]) -> None:
+        loaded, notices = result
+        self.current = loaded
+        self.loaded.emit(loaded)
+        for line in notices:
+            self.notice.emit(line)
+
+    def _failed(self, message: str) -> None:
+        self.failed.emit(message)
+
+    def describe(self, info: ModelInfo) -> str:
+        source = "" if info.source == "shipped" else " (yours)"
+        return f"{info.title}{source} — {info.id} — {self.device_of(info)}"
+
+    @property
+    def classifier(self) -> Any:
+        return None if self.current is None else self.current.classifier

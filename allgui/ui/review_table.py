@@ -1,0 +1,135 @@
+"""The review list: a table model over a :class:`ReviewSession` and a proxy that sorts and filters it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QBrush, QColor
+
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.review_session import ReviewItem, ReviewSession
+from allgui.ui.charts import CLASS_COLORS
+
+COLUMNS = ("Image", "Predicted", "Confidence", "Review", "Duplicate", "Label", "Error")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+class ReviewTableModel(QAbstractTableModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.session = ReviewSession()
+
+    def set_session(self, session: ReviewSession) -> None:
+        self.beginResetModel()
+        self.session = session
+        self.endResetModel()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.session)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def item(self, row: int) -> ReviewItem:
+        return self.session.items[row]
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        item = self.session.items[index.row()]
+        column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(item, column)
+        if role == SORT_ROLE:
+            return self._sort_value(item, column)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == "Review" and item.review_reasons:
+                return "; ".join(item.review_reasons)
+            if column in ("Image", "Error"):
+                return item.error or str(item.path)
+        if role == Qt.ItemDataRole.ForegroundRole and column == "Predicted" and item.predicted is not None:
+            return QBrush(QColor(CLASS_COLORS[item.predicted]).darker(140))
+        if role == Qt.ItemDataRole.BackgroundRole and item.error:
+            return QBrush(QColor("#fde2e1"))
+        return None
+
+    @staticmethod
+    def _text(item: ReviewItem, column: str) -> str:
+        if column == "Image":
+            return item.path.name
+        if column == "Predicted":
+            return "" if item.predicted is None else CLASS_NAMES[item.predicted]
+        if column == "Confidence":
+            return "" if item.confidence is None else f"{item.confidence:.2f}"
+        if column == "Review":
+            return "⚑ review" if item.needs_review else ""
+        if column == "Duplicate":
+            return "" if item.duplicate_group is None else f"⧉ group {item.duplicate_group + 1}"
+        if column == "Label":
+            return "" if item.label is None else f"{CLASS_NAMES[item.label]} ({item.status})"
+        return item.error or ""
+
+    @staticmethod
+    def _sort_value(item: ReviewItem, column: str) -> Any:
+        if column == "Confidence":
+            return -1.0 if item.confidence is None else item.confidence
+        if column == "Predicted":
+            return -1 if item.predicted is None else item.predicted
+        if column == "Review":
+            return int(item.needs_review)
+        if column == "Duplicate":
+            return -1 if item.duplicate_group is None else item.duplicate_group
+        if column == "Label":
+            return -1 if item.label is None else item.label
+        return ReviewTableModel._text(item, column).lower()
+
+    def rows_changed(self, rows: list[int] | None = None) -> None:
+        """Tell the views that some (or all) rows got new results."""
+        if not len(self.session):
+            return
+        first, last = (0, len(self.session) - 1) if not rows else (min(rows), max(rows))
+        self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
+
+
+class ReviewFilter(QSortFilterProxyModel):
+    """Filter by predicted class, by review flag and by duplicate group membership."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)
+        self.class_index: int | None = None
+        self.review: str = "all"  # all | flagged | unflagged | labelled
+        self.duplicates_only = False
+        self.group: int | None = None
+
+    def set_filters(
+        self,
+        class_index: int | None = None,
+        review: str = "all",
+        duplicates_only: bool = False,
+        group: int | None = None,
+    ) -> None:
+        self.class_index, self.review, self.duplicates_only, self.group = class_index, review, duplicates_only, group
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
+        item: ReviewItem = self.sourceModel().item(source_row)  # type: ignore[attr-defined]
+        if self.class_index is not None and item.predicted != self.class_index:
+            return False
+        if self.review == "flagged" and not item.needs_review:
+            return False
+        if self.review == "unflagged" and item.needs_review:
+            return False
+        if self.review == "labelled" and item.label is None:
+            return False
+        if self.duplicates_only and item.duplicate_group is None:
+            return False
+        return self.group is None or item.duplicate_group == self.group

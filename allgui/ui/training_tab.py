@@ -1,0 +1,320 @@
+"""The study's comparison: run the declared experiments on a labelled folder and show the runner's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from allgui import DISCLAIMER
+from allgui.core import experiments
+from allgui.core.settings import Settings
+from allgui.ui.charts import ConfusionMatrixView, GroupedBarChart
+from allgui.ui.workers import Task, TaskRunner
+
+RESULT_COLUMNS = (
+    ("Experiment", None),
+    ("Accuracy", "accuracy"),
+    ("P (weighted)", "precision_weighted"),
+    ("R (weighted)", "recall_weighted"),
+    ("F1 (weighted)", "f1_weighted"),
+    ("P (macro)", "precision_macro"),
+    ("R (macro)", "recall_macro"),
+    ("F1 (macro)", "f1_macro"),
+    ("Fit s", None),
+    ("Duplicates removed", None),
+)
+
+
+def comparison_task(task: Task, folder: Path, names: list[str], split: str, quick: bool, device: str) -> dict:
+    return experiments.run_comparison(
+        folder,
+        names=names,
+        split=split,
+        quick=quick,
+        device=device,
+        command="AllGUI training tab",
+        progress=task.progress,
+        cancel=task.cancel,
+        log=task.log,
+    )
+
+
+class TrainingTab(QWidget):
+    message = Signal(str)
+    error = Signal(str)
+    finished = Signal(object)  # the results dict (None when cancelled or failed)
+
+    def __init__(self, runner: TaskRunner, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self.runner, self.settings = runner, settings
+        self.results: dict[str, Any] | None = None
+
+        self.folder_edit = QLineEdit(settings.last_data_dir)
+        self.folder_edit.setPlaceholderText("Labelled folder with Benign/, Early/, Pre/, Pro/ sub-folders")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.experiment_list = QListWidget()
+        for spec in experiments.EXPERIMENTS:
+            item = QListWidgetItem(f"{spec.name}: {spec.title}")
+            item.setData(Qt.ItemDataRole.UserRole, spec.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            item.setToolTip(spec.study_row or "not in the study: measures the colour shortcut")
+            self.experiment_list.addItem(item)
+        self.experiment_list.setMaximumHeight(130)
+        self.split_combo = QComboBox()
+        self.split_combo.addItem("Capture blocks (held-out later sessions)", "blocks")
+        self.split_combo.addItem("Random (optimistic, as in the study)", "random")
+        self.quick_radio = QRadioButton("Quick (32 images per class, small models)")
+        self.full_radio = QRadioButton("Full")
+        self.quick_radio.setChecked(True)
+        self.size_group = QButtonGroup(self)
+        self.size_group.addButton(self.quick_radio)
+        self.size_group.addButton(self.full_radio)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.run_button = QPushButton("Run comparison")
+        self.run_button.clicked.connect(lambda: self.start())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save results folder…")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(lambda: self.save_results())
+
+        setup = QGroupBox("Comparison")
+        grid = QGridLayout(setup)
+        grid.addWidget(QLabel("Data folder:"), 0, 0)
+        grid.addWidget(self.folder_edit, 0, 1, 1, 3)
+        grid.addWidget(browse, 0, 4)
+        grid.addWidget(QLabel("Experiments:"), 1, 0, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.experiment_list, 1, 1, 3, 1)
+        grid.addWidget(QLabel("Split:"), 1, 2)
+        grid.addWidget(self.split_combo, 1, 3, 1, 2)
+        grid.addWidget(QLabel("Size:"), 2, 2)
+        sizes = QHBoxLayout()
+        sizes.addWidget(self.quick_radio)
+        sizes.addWidget(self.full_radio)
+        grid.addLayout(sizes, 2, 3, 1, 2)
+        grid.addWidget(QLabel("Device:"), 3, 2)
+        grid.addWidget(self.device_combo, 3, 3)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
+        buttons.addStretch(1)
+        grid.addLayout(buttons, 4, 0, 1, 5)
+
+        self.progress = QProgressBar()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.table = QTableWidget(0, len(RESULT_COLUMNS))
+        self.table.setHorizontalHeaderLabels([c for c, _ in RESULT_COLUMNS])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setVisible(False)
+        self.split_label = QLabel("")
+        self.split_label.setWordWrap(True)
+        self.chart = GroupedBarChart("Held-out accuracy and F1")
+        self.matrices = QWidget()
+        self.matrices_layout = QGridLayout(self.matrices)
+        scroll = QScrollArea()
+        scroll.setWidget(self.matrices)
+        scroll.setWidgetResizable(True)
+        self.views = QTabWidget()
+        self.views.addTab(self.chart, "Comparison chart")
+        self.views.addTab(scroll, "Confusion matrices")
+        self.views.addTab(self.log_view, "Log")
+        results = QWidget()
+        results_layout = QVBoxLayout(results)
+        results_layout.setContentsMargins(0, 0, 0, 0)
+        results_layout.addWidget(self.split_label)
+        results_layout.addWidget(self.table)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(results)
+        splitter.addWidget(self.views)
+        splitter.setSizes([260, 420])
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(setup)
+        layout.addWidget(self.progress)
+        layout.addWidget(splitter, 1)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Labelled data folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def selected(self) -> list[str]:
+        return [
+            self.experiment_list.item(i).data(Qt.ItemDataRole.UserRole)
+            for i in range(self.experiment_list.count())
+            if self.experiment_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def set_selected(self, names: list[str]) -> None:
+        for i in range(self.experiment_list.count()):
+            item = self.experiment_list.item(i)
+            checked = item.data(Qt.ItemDataRole.UserRole) in names
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+
+    def start(self, folder: str | Path | None = None) -> bool:
+        folder = Path(folder) if folder is not None else Path(self.folder_edit.text().strip())
+        if not str(folder) or not folder.is_dir():
+            self.error.emit(f"Not a folder: {folder}")
+            return False
+        names = self.selected()
+        if not names:
+            self.error.emit("Choose at least one experiment.")
+            return False
+        self.folder_edit.setText(str(folder))
+        self.settings.last_data_dir = str(folder)
+        self.results = None
+        self.log_view.clear()
+        self.views.setCurrentWidget(self.log_view)
+        self.progress.setRange(0, 0)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+        split = self.split_combo.currentData()
+        quick = self.quick_radio.isChecked()
+        self.runner.start(
+            "training",
+            comparison_task,
+            folder,
+            names,
+            split,
+            quick,
+            self.device_combo.currentText(),
+            on_log=self.log_view.appendPlainText,
+            on_progress=self._progress,
+            on_result=self._done,
+            on_cancelled=self._cancelled,
+            on_error=self._failed,
+            on_finished=self._idle,
+        )
+        self.message.emit(
+            f"Running {len(names)} experiment(s) on {folder} ({split} split, {'quick' if quick else 'full'})…"
+        )
+        return True
+
+    def cancel(self) -> None:
+        if self.runner.is_running("training"):
+            self.runner.cancel("training")
+            self._cancelled()
+            self._idle()
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        self.progress.setFormat(message[:90] if message else "%p%")
+
+    def _done(self, results: dict[str, Any]) -> None:
+        self.show_results(results)
+        self.message.emit("Comparison finished")
+        self.finished.emit(results)
+
+    def _cancelled(self) -> None:
+        self.log_view.appendPlainText("cancelled")
+        self.message.emit("Comparison cancelled")
+        self.finished.emit(None)
+
+    def _failed(self, text: str) -> None:
+        self.log_view.appendPlainText(f"error: {text}")
+        self.error.emit(f"The comparison stopped: {text}")
+        self.finished.emit(None)
+
+    def _idle(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    def show_results(self, results: dict[str, Any]) -> None:
+        self.results = results
+        self.save_button.setEnabled(True)
+        rows = results["experiments"]
+        self.split_label.setText(
+            f"{results['split']['label']}. {results['split']['train_images']} training / "
+            f"{results['split']['test_images']} held-out images. {DISCLAIMER}"
+        )
+        self.table.setRowCount(len(rows))
+        for r, result in enumerate(rows):
+            metrics = result.get("metrics", {})
+            for c, (_, key) in enumerate(RESULT_COLUMNS):
+                if c == 0:
+                    text = result["name"]
+                elif key is not None:
+                    text = f"{100 * metrics[key]:.1f}" if key in metrics else "failed"
+                elif c == 8:
+                    text = f"{result['fit_seconds']:.1f}" if "fit_seconds" in result else ""
+                else:
+                    text = str(result.get("removed_by_dedup", ""))
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(result.get("error") or result.get("title", ""))
+                self.table.setItem(r, c, cell)
+        good = [r for r in rows if "metrics" in r]
+        self.chart.set_data(
+            [r["name"] for r in good],
+            {
+                "accuracy": [r["metrics"]["accuracy"] for r in good],
+                "F1 weighted": [r["metrics"]["f1_weighted"] for r in good],
+                "F1 macro": [r["metrics"]["f1_macro"] for r in good],
+            },
+        )
+        while self.matrices_layout.count():
+            widget = self.matrices_layout.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        self.matrix_views: list[ConfusionMatrixView] = []
+        for number, result in enumerate(good):
+            view = ConfusionMatrixView(result["name"])
+            view.setMinimumSize(300, 260)
+            view.set_matrix(result["metrics"]["confusion_matrix"])
+            self.matrices_layout.addWidget(view, number // 3, number % 3)
+            self.matrix_views.append(view)
+        self.views.setCurrentWidget(self.chart)
+
+    def save_results(self, folder: Path | None = None) -> Path | None:
+        if self.results is None:
+            self.error.emit("Run a comparison first.")
+            return None
+        if folder is None:
+            chosen = QFileDialog.getExistingDirectory(self, "Save results into", self.settings.last_export_dir)
+            if not chosen:
+                return None
+            folder = Path(chosen)
+        try:
+            experiments.write_outputs(self.results, Path(folder))
+        except OSError as error:
+            self.error.emit(f"Results could not be saved: {error}")
+            return None
+        self.message.emit(f"Results saved in {folder}")
+        return Path(folder)

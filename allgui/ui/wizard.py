@@ -1,0 +1,590 @@
+"""Retraining wizard: folder and mapping, data check, model options, training with live curves, evaluation, save.
+
+Nothing touches the model store until the last page's Finish: cancelling or closing the wizard keeps the active
+model as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWizard,
+    QWizardPage,
+)
+
+from allgui import DISCLAIMER
+from allgui.core.classes import CLASS_NAMES, class_index
+from allgui.core.datacheck import DataCheckReport, check_dataset
+from allgui.core.dataset import load_labelled
+from allgui.core.imageio import read_rgb
+from allgui.core.metrics import evaluate
+from allgui.core.models import registry
+from allgui.core.models.store import ModelStore
+from allgui.core.progress import check
+from allgui.core.settings import Settings, user_data_dir
+from allgui.core.splits import block_split
+from allgui.ui.charts import CurvePlot
+from allgui.ui.model_controller import ModelController
+from allgui.ui.workers import Task, TaskRunner
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), acc ([\d.]+), val loss ([\d.]+), val acc ([\d.]+)")
+IMAGE_SIZE_DEFAULTS = {"secnn": 96, "cnn-hash-svm": 64, "svm": 32, "rf": 32}
+
+
+# ---- work done in the thread pool ----------------------------------------------------------------------------------
+def check_task(task: Task, root: Path, mapping: dict[str, str], threshold: int) -> DataCheckReport:
+    return check_dataset(root, mapping, threshold, progress=task.progress, cancel=task.cancel)
+
+
+def train_task(
+    task: Task,
+    root: Path,
+    mapping: dict[str, str],
+    threshold: int,
+    kind: str,
+    options: dict[str, Any],
+    test_fraction: float,
+    store: ModelStore,
+    active_id: str | None,
+) -> dict[str, Any]:
+    """Hold out the last capture block of each class, train on the rest, and score new and active model on it."""
+    task.log("hashing and grouping the images…")
+    data = load_labelled(root, mapping, threshold, progress=task.progress, cancel=task.cancel)
+    dataset = data.dataset
+    train_idx, test_idx = block_split(dataset.labels, dataset.numbers, data.group_ids, test_fraction)
+    task.log(f"{len(train_idx)} training images, {len(test_idx)} held out (last capture blocks per class)")
+    model = registry.create(kind, **options)
+    started = time.perf_counter()
+    summary = model.fit(
+        [dataset.paths[i] for i in train_idx],
+        dataset.labels[train_idx],
+        groups=data.group_ids[train_idx],
+        progress=task.progress,
+        cancel=task.cancel,
+        log=task.log,
+    )
+    fit_seconds = time.perf_counter() - started
+    check(task.cancel)
+    task.log("evaluating on the held-out images…")
+    images = [read_rgb(dataset.paths[i]) for i in test_idx]
+    truth = dataset.labels[test_idx]
+    new_metrics = evaluate(truth, model.predict_proba(images) if images else np.zeros((0, len(CLASS_NAMES))))
+    active_metrics, active_title = None, None
+    if active_id:
+        try:
+            active = store.load(active_id)
+            check(task.cancel)
+            active_metrics = evaluate(truth, active.classifier.predict_proba(images))
+            active_title = f"{active.title} ({active.id})"
+        except Exception as error:  # noqa: BLE001 - the comparison is informative; training still succeeded
+            task.log(f"the active model could not be evaluated: {error}")
+    return {
+        "classifier": model,
+        "summary": summary,
+        "fit_seconds": round(fit_seconds, 1),
+        "metrics": new_metrics,
+        "active_metrics": active_metrics,
+        "active_title": active_title,
+        "training": {
+            "data_root": str(root),
+            "mapping": mapping,
+            "train_images": int(len(train_idx)),
+            "test_images": int(len(test_idx)),
+            "split": "blocks",
+            "test_fraction": test_fraction,
+            "duplicate_threshold": threshold,
+            "counts": dataset.counts(),
+        },
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+# ---- pages ---------------------------------------------------------------------------------------------------------
+class FolderPage(QWizardPage):
+    def __init__(self, wizard: RetrainingWizard) -> None:
+        super().__init__()
+        self.setTitle("1. Labelled images")
+        self.setSubTitle("A folder with one sub-folder per class. Check which class each sub-folder holds.")
+        self.owner = wizard
+        self.folder_edit = QLineEdit()
+        self.folder_edit.textChanged.connect(self._refresh)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.corrections_button = QPushButton("Use my corrected images")
+        self.corrections_button.setToolTip(
+            "Export the images you confirmed or corrected in the Review tab and use them"
+        )
+        self.corrections_button.clicked.connect(self._use_corrections)
+        row = QHBoxLayout()
+        row.addWidget(self.folder_edit, 1)
+        row.addWidget(browse)
+        row.addWidget(self.corrections_button)
+        self.mapping_table = QTableWidget(0, 3)
+        self.mapping_table.setHorizontalHeaderLabels(["Sub-folder", "Class", "Images (top level)"])
+        self.mapping_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.mapping_table, 1)
+        layout.addWidget(self.note)
+        self.combos: dict[str, QComboBox] = {}
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Labelled folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def _use_corrections(self) -> None:
+        review = getattr(self.owner.parent(), "review", None)
+        if review is None or not review.session.labelled():
+            self.note.setText("No image has a confirmed or corrected label in the Review tab yet.")
+            return
+        target = user_data_dir() / "corrections" / datetime.now().strftime("%Y%m%d-%H%M%S")
+        review.session.export_labelled(target)
+        self.folder_edit.setText(str(target))
+
+    def _refresh(self) -> None:
+        self.mapping_table.setRowCount(0)
+        self.combos.clear()
+        root = Path(self.folder_edit.text().strip())
+        if not root.is_dir():
+            self.note.setText("Choose a folder.")
+            self.completeChanged.emit()
+            return
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for folder in folders:
+            row = self.mapping_table.rowCount()
+            self.mapping_table.insertRow(row)
+            self.mapping_table.setItem(row, 0, QTableWidgetItem(folder.name))
+            combo = QComboBox()
+            combo.addItem("(choose a class)", "")
+            for name in CLASS_NAMES:
+                combo.addItem(name, name)
+            guess = class_index(folder.name)
+            combo.setCurrentIndex(0 if guess is None else guess + 1)
+            combo.currentIndexChanged.connect(self.completeChanged)
+            self.mapping_table.setCellWidget(row, 1, combo)
+            try:
+                count = sum(1 for p in folder.iterdir() if p.is_file())
+            except OSError:
+                count = 0
+            self.mapping_table.setItem(row, 2, QTableWidgetItem(str(count)))
+            self.combos[folder.name] = combo
+        self.note.setText(
+            "" if folders else "This folder has no sub-folders; expected e.g. Benign/, Early/, Pre/, Pro/."
+        )
+        self.completeChanged.emit()
+
+    def mapping(self) -> dict[str, str]:
+        return {name: combo.currentData() for name, combo in self.combos.items()}
+
+    def isComplete(self) -> bool:
+        mapping = self.mapping()
+        return bool(mapping) and all(mapping.values()) and len(set(mapping.values())) >= 2
+
+    def validatePage(self) -> bool:
+        self.owner.root = Path(self.folder_edit.text().strip())
+        self.owner.mapping = self.mapping()
+        self.owner.settings.last_data_dir = str(self.owner.root)
+        return True
+
+
+class DataCheckPage(QWizardPage):
+    done = Signal()
+
+    def __init__(self, wizard: RetrainingWizard) -> None:
+        super().__init__()
+        self.setTitle("2. Data check")
+        self.setSubTitle("Counts per class, unreadable files, duplicates inside and across classes, imbalance.")
+        self.owner = wizard
+        self.report: DataCheckReport | None = None
+        self.progress = QProgressBar()
+        self.advice = QLabel("")
+        self.advice.setWordWrap(True)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.advice)
+        layout.addWidget(self.text, 1)
+
+    def initializePage(self) -> None:
+        self.report = None
+        self.text.setPlainText("Checking…")
+        self.advice.setText("")
+        self.progress.setRange(0, 0)
+        self.owner.runner.start(
+            "wizard",
+            check_task,
+            self.owner.root,
+            self.owner.mapping,
+            self.owner.settings.duplicate_threshold,
+            on_progress=self._progress,
+            on_result=self._checked,
+            on_error=self._failed,
+        )
+        self.completeChanged.emit()
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+
+    def _checked(self, report: DataCheckReport) -> None:
+        self.report = report
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.text.setPlainText(report.to_text())
+        advice = report.advice()
+        self.advice.setText("Advice:\n• " + "\n• ".join(advice) if advice else "No problems found.")
+        self.completeChanged.emit()
+        self.done.emit()
+
+    def _failed(self, message: str) -> None:
+        self.progress.setRange(0, 1)
+        self.text.setPlainText(f"The data check failed: {message}")
+        self.advice.setText("Go back and choose another folder or fix the mapping.")
+
+    def isComplete(self) -> bool:
+        return self.report is not None and sum(1 for c in self.report.counts.values() if c >= 2) >= 2
+
+    def cleanupPage(self) -> None:
+        self.owner.runner.cancel("wizard")
+
+
+class ModelPage(QWizardPage):
+    def __init__(self, wizard: RetrainingWizard) -> None:
+        super().__init__()
+        self.setTitle("3. Model")
+        self.setSubTitle("The kind of model and its main options; the defaults suit the smear images.")
+        self.owner = wizard
+        self.kind_combo = QComboBox()
+        for kind in registry.kinds(offered_only=True):
+            self.kind_combo.addItem(registry.kind_info(kind).title, kind)
+        self.kind_combo.currentIndexChanged.connect(self._kind_changed)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(30)
+        self.image_size = QSpinBox()
+        self.image_size.setRange(16, 512)
+        self.image_size.setSingleStep(16)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.test_fraction = QDoubleSpinBox()
+        self.test_fraction.setRange(0.05, 0.5)
+        self.test_fraction.setSingleStep(0.05)
+        self.test_fraction.setValue(0.15)
+        form = QFormLayout(self)
+        form.addRow("Model kind:", self.kind_combo)
+        form.addRow("Epochs (SE-CNN):", self.epochs)
+        form.addRow("Image size (pixels):", self.image_size)
+        form.addRow("Device (SE-CNN):", self.device)
+        form.addRow("Held-out part (last captures per class):", self.test_fraction)
+        self._kind_changed()
+
+    def _kind_changed(self) -> None:
+        kind = self.kind_combo.currentData()
+        torch_kind = registry.kind_info(kind).needs_torch
+        self.epochs.setEnabled(kind == "secnn")
+        self.device.setEnabled(torch_kind)
+        self.image_size.setValue(IMAGE_SIZE_DEFAULTS.get(kind, 64))
+
+    def options(self) -> dict[str, Any]:
+        kind = self.kind_combo.currentData()
+        if kind == "secnn":
+            return {
+                "epochs": self.epochs.value(),
+                "image_size": self.image_size.value(),
+                "device": self.device.currentText(),
+            }
+        if kind == "cnn-hash-svm":
+            return {
+                "cnn": {
+                    "image_size": self.image_size.value(),
+                    "device": self.device.currentText(),
+                    "epochs": self.epochs.value(),
+                }
+            }
+        return {"image_size": self.image_size.value()}
+
+    def validatePage(self) -> bool:
+        self.owner.kind = self.kind_combo.currentData()
+        self.owner.options = self.options()
+        self.owner.test_fraction = self.test_fraction.value()
+        return True
+
+
+class TrainPage(QWizardPage):
+    def __init__(self, wizard: RetrainingWizard) -> None:
+        super().__init__()
+        self.setTitle("4. Training")
+        self.setSubTitle("Cancel stops the training; the active model stays as it is.")
+        self.owner = wizard
+        self.result: dict[str, Any] | None = None
+        self.running = False
+        self.progress = QProgressBar()
+        self.time_label = QLabel("")
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.loss_plot = CurvePlot("Loss")
+        self.accuracy_plot = CurvePlot("Accuracy")
+        self.accuracy_plot.setYRange(0, 1.05, padding=0)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumHeight(140)
+        top = QHBoxLayout()
+        top.addWidget(self.progress, 1)
+        top.addWidget(self.time_label)
+        top.addWidget(self.cancel_button)
+        plots = QHBoxLayout()
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.accuracy_plot)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(plots, 1)
+        layout.addWidget(self.log_view)
+
+    def initializePage(self) -> None:
+        self.result = None
+        self.running = True
+        self.started = time.monotonic()
+        self.loss_plot.clear_curves()
+        self.accuracy_plot.clear_curves()
+        self.log_view.clear()
+        self.progress.setRange(0, 0)
+        self.cancel_button.setEnabled(True)
+        owner = self.owner
+        store = owner.models.store
+        owner.runner.start(
+            "wizard",
+            train_task,
+            owner.root,
+            owner.mapping,
+            owner.settings.duplicate_threshold,
+            owner.kind,
+            owner.options,
+            owner.test_fraction,
+            store,
+            store.active_id(),
+            on_log=self._log,
+            on_progress=self._progress,
+            on_result=self._trained,
+            on_error=self._failed,
+            on_cancelled=self._cancelled,
+        )
+        self.completeChanged.emit()
+
+    def _log(self, line: str) -> None:
+        self.log_view.appendPlainText(line)
+        match = EPOCH_LINE.search(line)
+        if match:
+            epoch = int(match.group(1))
+            loss, acc, val_loss, val_acc = (float(match.group(i)) for i in range(2, 6))
+            self.loss_plot.add_point("training", epoch, loss)
+            self.loss_plot.add_point("validation", epoch, val_loss)
+            self.accuracy_plot.add_point("training", epoch, acc)
+            self.accuracy_plot.add_point("validation", epoch, val_acc)
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        if total <= 0:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat(message[:80] or "%p%")
+        elapsed = time.monotonic() - self.started
+        if done > 0:
+            left = elapsed * (total - done) / done
+            self.time_label.setText(f"{int(left) // 60}:{int(left) % 60:02d} left")
+
+    def _trained(self, result: dict[str, Any]) -> None:
+        self.running = False
+        self.result = result
+        self.owner.result = result
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.time_label.setText(f"trained in {result['fit_seconds']:.0f} s")
+        history = result["summary"].get("history") if isinstance(result["summary"], dict) else None
+        if history and not self.loss_plot.curves:
+            for record in history:
+                self._log(
+                    f"epoch {record['epoch']}/0: loss {record['train_loss']}, acc {record['train_acc']}, "
+                    f"val loss {record['val_loss']}, val acc {record['val_acc']}"
+                )
+        self.completeChanged.emit()
+
+    def _failed(self, message: str) -> None:
+        self.running = False
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.log_view.appendPlainText(f"error: {message}")
+        self.time_label.setText("failed; the active model is unchanged")
+
+    def _cancelled(self) -> None:
+        self.running = False
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.time_label.setText("cancelled; the active model is unchanged")
+        self.log_view.appendPlainText("cancelled by the user; nothing was saved")
+
+    def cancel(self) -> None:
+        if self.running:
+            self.owner.runner.cancel("wizard")
+            self._cancelled()
+
+    def cleanupPage(self) -> None:
+        self.cancel()
+
+    def isComplete(self) -> bool:
+        return self.result is not None
+
+
+class EvaluationPage(QWizardPage):
+    def __init__(self, wizard: RetrainingWizard) -> None:
+        super().__init__()
+        self.setTitle("5. Evaluation and saving")
+        self.setSubTitle("Both models on the same held-out images (the last captures of each class).")
+        self.owner = wizard
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Measure", "New model", "Active model"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.name_edit = QLineEdit()
+        self.name_edit.textChanged.connect(self.completeChanged)
+        self.activate_box = QCheckBox("Make it the active model")
+        self.note = QLabel(DISCLAIMER)
+        self.note.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Save as (model id):", self.name_edit)
+        form.addRow("", self.activate_box)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+
+    def initializePage(self) -> None:
+        result = self.owner.result or {}
+        new, old = result.get("metrics") or {}, result.get("active_metrics")
+        rows = [("Held-out images", "n", "{:.0f}", 1)]
+        rows += [
+            (label, key, "{:.1f}", 100)
+            for label, key in (
+                ("Accuracy %", "accuracy"),
+                ("F1 weighted %", "f1_weighted"),
+                ("F1 macro %", "f1_macro"),
+                ("Recall macro %", "recall_macro"),
+            )
+        ]
+        self.table.setRowCount(len(rows) + len(CLASS_NAMES))
+        for r, (label, key, fmt, scale) in enumerate(rows):
+            self.table.setItem(r, 0, QTableWidgetItem(label))
+            self.table.setItem(r, 1, QTableWidgetItem(fmt.format(new.get(key, 0) * scale)))
+            self.table.setItem(r, 2, QTableWidgetItem("—" if old is None else fmt.format(old.get(key, 0) * scale)))
+        for c, name in enumerate(CLASS_NAMES):
+            r = len(rows) + c
+            self.table.setItem(r, 0, QTableWidgetItem(f"Recall {name} %"))
+            self.table.setItem(r, 1, QTableWidgetItem(f"{100 * new.get('per_class_recall', {}).get(name, 0):.1f}"))
+            old_value = "—" if old is None else f"{100 * old['per_class_recall'][name]:.1f}"
+            self.table.setItem(r, 2, QTableWidgetItem(old_value))
+        if result.get("active_title"):
+            self.table.setHorizontalHeaderLabels(["Measure", "New model", f"Active: {result['active_title']}"])
+        self.name_edit.setText(f"{self.owner.kind}-{datetime.now().strftime('%Y%m%d-%H%M')}")
+
+    def isComplete(self) -> bool:
+        name = self.name_edit.text().strip()
+        return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", name))
+
+    def validatePage(self) -> bool:
+        return self.owner.save_model(self.name_edit.text().strip(), self.activate_box.isChecked())
+
+
+class RetrainingWizard(QWizard):
+    saved = Signal(str)  # model id
+
+    def __init__(self, runner: TaskRunner, models: ModelController, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Retraining wizard — AllGUI")
+        self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
+        self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
+        self.resize(900, 680)
+        self.runner, self.models, self.settings = runner, models, settings
+        self.root: Path | None = None
+        self.mapping: dict[str, str] = {}
+        self.kind = "secnn"
+        self.options: dict[str, Any] = {}
+        self.test_fraction = 0.15
+        self.result: dict[str, Any] | None = None
+        self.saved_id: str | None = None
+        self.folder_page = FolderPage(self)
+        self.check_page = DataCheckPage(self)
+        self.model_page = ModelPage(self)
+        self.train_page = TrainPage(self)
+        self.evaluation_page = EvaluationPage(self)
+        for page in (self.folder_page, self.check_page, self.model_page, self.train_page, self.evaluation_page):
+            self.addPage(page)
+        self.rejected.connect(lambda: self.runner.cancel("wizard"))
+
+    def set_folder(self, folder: str | Path) -> None:
+        self.folder_page.folder_edit.setText(str(folder))
+
+    def save_model(self, model_id: str, activate: bool) -> bool:
+        if self.result is None:
+            return False
+        store = self.models.store
+        if any(m.id == model_id for m in store.list()):
+            self.evaluation_page.note.setText(f"A model called {model_id} already exists; choose another name.")
+            return False
+        try:
+            store.save(
+                self.result["classifier"],
+                model_id=model_id,
+                title=f"{registry.kind_info(self.kind).title} — {model_id}",
+                training=self.result["training"],
+                metrics={"held_out": self.result["metrics"]},
+                fit=json.loads(json.dumps(self.result["summary"], default=_plain)),
+            )
+        except (OSError, ValueError, RuntimeError, TypeError) as error:
+            self.evaluation_page.note.setText(f"The model could not be saved: {error}")
+            return False
+        self.saved_id = model_id
+        self.models.refresh()
+        if activate:
+            self.models.load(model_id)
+        self.saved.emit(model_id)
+        return True
+
+    def closeEvent(self, event: Any) -> None:
+        self.runner.cancel("wizard")
+        super().closeEvent(event)
+
+    def done(self, result: int) -> None:
+        self.runner.cancel("wizard")
+        super().done(result)

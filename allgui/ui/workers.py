@@ -1,0 +1,217 @@
+"""The one adapter from core progress callbacks and cancel tokens to Qt signals.
+
+A task function ``fn(task, *args)`` runs as a :class:`QRunnable` on a :class:`QThreadPool`; it reports through
+``task.progress`` / ``task.partial`` / ``task.log`` and checks ``task.cancel`` (a core :class:`CancelToken`).
+:class:`TaskRunner` keeps one task per named slot: starting a new task in a slot cancels the previous one and drops
+whatever the old one still emits, so a stale result never lands in the view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+
+from allgui.core.progress import Cancelled, CancelToken
+
+log = logging.getLogger(__name__)
+
+# Every pool made here, so tests can check that none is left running.
+_POOLS: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
+
+PROGRESS_INTERVAL = 0.05  # seconds between progress signals: enough for a smooth bar, never floods the event loop
+PARTIAL_INTERVAL = 0.1
+
+
+def live_pools() -> list[QThreadPool]:
+    """Pools not yet destroyed (a destroyed QThreadPool has waited for its threads in its destructor)."""
+    return [pool for pool in list(_POOLS) if shiboken6.isValid(pool)]
+
+
+def readable_error(error: BaseException) -> str:
+    """One sentence for a technician: the exception's own message, with its type only when the message is empty."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return text if isinstance(error, OSError | ValueError) else f"{text} ({type(error).__name__})"
+
+
+class WorkerSignals(QObject):
+    started = Signal()
+    progress = Signal(int, int, str)  # done, total, message
+    partial = Signal(object)  # a list of items produced since the last partial signal
+    log = Signal(str)
+    result = Signal(object)
+    error = Signal(str)
+    cancelled = Signal()
+    finished = Signal()
+
+
+class Task:
+    """What a task function sees: the cancel token and throttled ways to report back."""
+
+    def __init__(self, signals: WorkerSignals) -> None:
+        self.cancel = CancelToken()
+        self._signals = signals
+        self._last_progress = 0.0
+        self._pending: list[Any] = []
+        self._last_partial = 0.0
+        self.started_at = time.monotonic()
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done >= total > 0 or now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self._signals.progress.emit(int(done), int(total), message)
+
+    def partial(self, item: Any) -> None:
+        self._pending.append(item)
+        now = time.monotonic()
+        if now - self._last_partial >= PARTIAL_INTERVAL:
+            self.flush()
+            self._last_partial = now
+
+    def extend(self, items: list[Any]) -> None:
+        for item in items:
+            self.partial(item)
+
+    def flush(self) -> None:
+        if self._pending:
+            items, self._pending = self._pending, []
+            self._signals.partial.emit(items)
+
+    def log(self, line: str) -> None:
+        self._signals.log.emit(str(line))
+
+
+class Worker(QRunnable):
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.setAutoDelete(False)  # the runner keeps it until finished, so its signals outlive run()
+        self.signals = WorkerSignals()
+        self.task = Task(self.signals)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.done = False
+
+    def run(self) -> None:
+        signals = self.signals
+        signals.started.emit()
+        try:
+            result = self.fn(self.task, *self.args, **self.kwargs)
+            self.task.flush()
+            if self.task.cancel.cancelled:
+                signals.cancelled.emit()
+            else:
+                signals.result.emit(result)
+        except Cancelled:
+            self.task.flush()
+            signals.cancelled.emit()
+        except Exception as error:  # noqa: BLE001 - every failure becomes a readable message in the GUI
+            log.error("task %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
+            signals.error.emit(readable_error(error))
+        finally:
+            self.done = True
+            signals.finished.emit()
+
+
+class TaskRunner(QObject):
+    """Named task slots on a private thread pool; the window owns one and shuts it down on close."""
+
+    busy_changed = Signal(bool)
+    progress = Signal(str, int, int, str)  # slot, done, total, message: for the status bar
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 4) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(max_threads)
+        self.pool.setExpiryTimeout(2000)
+        _POOLS.add(self.pool)
+        self._current: dict[str, Worker] = {}
+        self._running: set[Worker] = set()
+        self._closed = False
+
+    def start(
+        self,
+        slot: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_result: Callable[[Any], None] | None = None,
+        on_partial: Callable[[list[Any]], None] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        on_cancelled: Callable[[], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> Worker:
+        """Run ``fn(task, *args, **kwargs)`` in slot ``slot``, cancelling the slot's previous task first."""
+        if self._closed:
+            raise RuntimeError("the window is closing; no new tasks")
+        self.cancel(slot)
+        worker = Worker(fn, *args, **kwargs)
+        self._current[slot] = worker
+        self._running.add(worker)
+        signals = worker.signals
+
+        def live(callback: Callable[..., None] | None) -> Callable[..., None]:
+            def deliver(*values: Any) -> None:
+                if callback is not None and not self._closed and self._current.get(slot) is worker:
+                    callback(*values)
+
+            return deliver
+
+        queued = Qt.ConnectionType.QueuedConnection
+        signals.result.connect(live(on_result), queued)
+        signals.partial.connect(live(on_partial), queued)
+        signals.log.connect(live(on_log), queued)
+        signals.error.connect(live(on_error), queued)
+        signals.cancelled.connect(live(on_cancelled), queued)
+        signals.progress.connect(live(on_progress), queued)
+        signals.progress.connect(live(lambda d, t, m: self.progress.emit(slot, d, t, m)), queued)
+
+        def finished() -> None:
+            self._running.discard(worker)
+            if self._current.get(slot) is worker:
+                del self._current[slot]
+                if on_finished is not None and not self._closed:
+                    on_finished()
+            self.busy_changed.emit(self.busy)
+
+        signals.finished.connect(finished, queued)
+        self.pool.start(worker)
+        self.busy_changed.emit(True)
+        return worker
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._current)
+
+    def is_running(self, slot: str) -> bool:
+        return slot in self._current
+
+    def cancel(self, slot: str | None = None) -> None:
+        """Cancel one slot's task, or every task; their later signals are dropped."""
+        slots = list(self._current) if slot is None else [slot]
+        for name in slots:
+            worker = self._current.pop(name, None)
+            if worker is not None:
+                worker.task.cancel.cancel()
+        if slots:
+            self.busy_changed.emit(self.busy)
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel everything and wait for the threads; True when all stopped in time."""
+        self._closed = True
+        for worker in list(self._running):
+            worker.task.cancel.cancel()
+        self._current.clear()
+        return self.pool.waitForDone(timeout_ms)
+
+    def wait(self, timeout_ms: int = 10000) -> bool:
+        return self.pool.waitForDone(timeout_ms)

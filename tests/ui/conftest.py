@@ -1,0 +1,104 @@
+"""GUI test fixtures: small real models trained once per session, real image folders, and a thread-leak check."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QThreadPool
+
+from allgui.core.dataset import LabelledDataset
+from allgui.core.models import registry
+from allgui.core.models.store import ModelStore, save_model
+from allgui.ui.workers import live_pools
+
+# Sizes that train in seconds on two cores; the models are poor, the code paths are the real ones.
+SVM_OPTIONS = {"image_size": 16, "C": [1.0], "cv_folds": 2, "pca_components": 16}
+SECNN_OPTIONS = {"image_size": 32, "width": 8, "blocks": 3, "epochs": 2, "batch_size": 16, "patience": 2}
+
+
+def spread(dataset: LabelledDataset, per_class: int, offset: int = 0) -> LabelledDataset:
+    """``per_class`` images of each class spread over the capture order."""
+    keep: list[int] = []
+    for label in range(4):
+        members = np.flatnonzero(dataset.labels == label)
+        positions = np.linspace(offset, len(members) - 1, per_class).astype(int)
+        keep += members[positions].tolist()
+    return dataset.subset(keep)
+
+
+@pytest.fixture(scope="session")
+def ui_models(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a tiny SVM and a tiny SE-CNN, trained once on real images (used as the 'shipped' models)."""
+    folder = tmp_path_factory.mktemp("ui-models")
+    training = spread(LabelledDataset.from_folder(data_dir), 10)
+    for model_id, kind, options in (("test-svm", "svm", SVM_OPTIONS), ("test-secnn", "secnn", SECNN_OPTIONS)):
+        model = registry.create(kind, **options)
+        model.fit(training.paths, training.labels)
+        save_model(model, folder / model_id, model_id=model_id, title=f"Test {kind}")
+    return folder
+
+
+@pytest.fixture
+def store(isolated_home: Path, ui_models: Path) -> ModelStore:
+    return ModelStore(isolated_home, ui_models)
+
+
+@pytest.fixture
+def image_folder(data_dir: Path, tmp_path: Path) -> Path:
+    """20 real images (5 per class, copied, never into the repo) plus a byte copy of the first one."""
+    folder = tmp_path / "smears"
+    folder.mkdir()
+    picked = spread(LabelledDataset.from_folder(data_dir), 5, offset=3)
+    for path in picked.paths:
+        shutil.copy(path, folder / path.name)
+    first = picked.paths[0]
+    shutil.copy(first, folder / f"{first.stem}-copy{first.suffix}")
+    return folder
+
+
+@pytest.fixture
+def labelled_folder(data_dir: Path, tmp_path: Path) -> Path:
+    """A small labelled folder (12 per class) in the layout of the real release."""
+    root = tmp_path / "labelled"
+    dataset = LabelledDataset.from_folder(data_dir)
+    picked = spread(dataset, 12, offset=5)
+    names = {index: folder for folder, index in dataset.folder_to_class.items()}
+    for path, label in zip(picked.paths, picked.labels, strict=True):
+        target = root / names[int(label)]
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    return root
+
+
+def _running_pools() -> list[QThreadPool]:
+    pools = [*live_pools(), QThreadPool.globalInstance()]
+    return [pool for pool in pools if pool.activeThreadCount() > 0]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves a Qt thread pool busy or a Python thread running.
+
+    Replaces the suite-wide check for GUI tests: Python lists every Qt pool thread that ever ran Python code as a
+    permanent "dummy" thread, so those are judged by their pool's active count instead.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        pools = _running_pools()
+        leaked = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not isinstance(t, threading._DummyThread)  # noqa: SLF001
+        ]
+        if (not pools and not leaked) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not pools, f"test left {sum(p.activeThreadCount() for p in pools)} Qt worker thread(s) running"
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
