@@ -202,3 +202,48 @@ def test_other_formats_named_jpg_are_refused_without_starting_ghostscript(
     (record,) = hash_images([path])
     assert record.error is not None and "not an image" in record.error
     assert started == []
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real SVM model folder, trained on generated images (what it predicts does not matter here)."""
+    from allgui.core.models.classical import SVMClassifier
+    from allgui.core.models.store import save_model
+    from tests.test_model_files import synthetic_training_set
+
+    paths, labels = synthetic_training_set(tmp_path_factory.mktemp("train"))
+    model = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
+    model.fit(paths, labels)
+    folder = tmp_path_factory.mktemp("models") / "tiny-svm"
+    save_model(model, folder)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_classify_cli(corpus: tuple[Path, list[CorpusFile]], model_folder: Path, tmp_path: Path, fmt: str) -> None:
+    from allgui.core.classes import CLASS_NAMES
+
+    root, entries = corpus
+    out = tmp_path / f"results.{fmt}"
+    result = run_cli("classify", root / "Benign", "--model", model_folder, "--out", out, "--batch-size", "4")
+    assert result.returncode == 0, text(result.stderr)
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text(out.read_bytes()))))
+    else:
+        rows = [
+            {k: "" if v is None else v for k, v in row.items()}
+            for row in json.loads(out.read_bytes().decode("utf-8", errors="surrogateescape"))
+        ]
+    paths = [row["path"] for row in rows]
+    assert len(paths) == len(set(paths)), "an image has two rows"
+    by_path = {row["path"]: row for row in rows}
+    assert len(rows) == 2 * len(good(entries)) + len(bad(entries))
+    for entry in good(entries):
+        row = by_path[str(entry.path)]
+        assert row["error"] == "" and row["predicted"] in CLASS_NAMES, entry.kind
+        total = sum(float(row[f"p_{key}"]) for key in ("benign", "early_pre_b", "pre_b", "pro_b"))
+        assert abs(total - 1) < 1e-4 and len(row["image_sha256"]) == 64, entry.kind
+    for entry in bad(entries):
+        row = by_path[str(entry.path)]
+        assert row["predicted"] == "" and row["p_benign"] == "" and row["confidence"] == "", entry.kind
+        assert any(word in row["error"].lower() for word in entry.reason_words), (entry.kind, row["error"])
