@@ -6,7 +6,13 @@ consistent; a failing CUDA device gives way to the CPU with a visible notice.
 
 from __future__ import annotations
 
+import csv
+import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +24,14 @@ import torch
 from PIL import Image
 
 from allgui.core import hashing
+from allgui.core.classify import classify_paths
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
 from allgui.core.models import features, torch_device
 from allgui.core.models import secnn as secnn_module
 from allgui.core.models.classical import SVMClassifier
 from allgui.core.models.secnn import SECNNClassifier
-from allgui.core.models.store import ModelStore, load_model
+from allgui.core.models.store import ModelStore, load_model, save_model
 from allgui.core.models.torch_device import DeviceWarning, choose_device
 from allgui.core.progress import Cancelled, CancelToken
 from tests.imagefactory import smear_like
@@ -178,6 +185,76 @@ def test_cancel_secnn_training_stops_within_a_batch_and_keeps_the_active_model(
     assert sorted(p.name for p in store.user_dir.iterdir()) == before  # nothing half-saved, no temp folders
     assert store.active_id() == "previous"
     assert load_model(store.find("previous").folder).classifier.predict_proba([smear_like(1)]).shape == (1, 4)
+
+
+def test_cancel_classification_keeps_finished_rows_for_resume(
+    images: tuple[Path, list[Path], np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, paths, labels = images
+    model = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
+    model.fit(paths[::4], labels[::4])
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    reference = classify_paths(paths, loaded, batch_size=8)
+
+    journal = tmp_path / "results.csv.journal.jsonl"
+    control = CancelAfter(lambda done, message: done >= 40)
+    predicted_after = control.count_after_cancel(monkeypatch, loaded.classifier, "predict")
+    error = control.run_in_thread(
+        lambda c: classify_paths(paths, loaded, batch_size=8, journal=journal, progress=c, cancel=c.token)
+    )
+    assert isinstance(error, Cancelled)
+    assert predicted_after == []  # no batch is classified after the cancel
+    journalled = [json.loads(line)["path"] for line in journal.read_text().splitlines()[1:]]
+    assert journalled == [str(p) for p in paths[:40]]  # exactly the finished rows, each once
+
+    predicted: list[int] = []
+    real_predict = loaded.classifier.predict
+    monkeypatch.setattr(loaded.classifier, "predict", lambda batch: predicted.append(len(batch)) or real_predict(batch))
+    resumed = classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)
+    assert sum(predicted) == len(paths) - 40  # finished images are not classified again
+    assert [r["path"] for r in resumed] == [r["path"] for r in reference]
+    for row, expected in zip(resumed, reference, strict=True):
+        assert row["predicted"] == expected["predicted"]
+        np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=1e-12)
+
+
+def test_ctrl_c_in_classify_keeps_the_previous_export_and_resumes(
+    images: tuple[Path, list[Path], np.ndarray], tmp_path: Path
+) -> None:
+    """SIGINT (Ctrl-C) mid-batch: exit 130, the old export untouched, the journal keeps the finished rows."""
+    root, paths, labels = images
+    model = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
+    model.fit(paths[::4], labels[::4])
+    save_model(model, tmp_path / "model")
+    out = tmp_path / "results.csv"
+    out.write_text("previous export\n")
+    journal = out.with_name(out.name + ".journal.jsonl")
+    command = [sys.executable, "-m", "allgui", "classify", str(root), "--model", str(tmp_path / "model")]
+    command += ["--out", str(out), "--batch-size", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and not (journal.exists() and journal.read_text().count("\n") >= 3):
+            time.sleep(0.01)
+        assert process.poll() is None, "classify finished before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        stderr = process.communicate(timeout=120)[1].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert out.read_text() == "previous export\n"
+    finished = len(journal.read_text().splitlines()) - 1
+    assert 2 <= finished < len(paths)
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert f"{finished} already done" in resumed.stderr.decode()
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in paths)
+    assert not journal.exists()
 
 
 class DiskFull(OSError):
