@@ -209,10 +209,7 @@ class BatchTab(QWidget):
         return True
 
     def cancel(self) -> None:
-        if self.runner.is_running("batch"):
-            self.runner.cancel("batch")
-            self._cancelled()
-            self._finished()
+        self.runner.cancel("batch")  # calls _cancelled and _finished at once
 
     def _rows(self, rows: list[dict[str, Any]]) -> None:
         self.table_model.append(rows)

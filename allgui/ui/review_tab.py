@@ -336,6 +336,7 @@ class ReviewTab(QWidget):
             on_partial=self._predicted,
             on_result=self._predictions_finished,
             on_error=self._predict_failed,
+            on_cancelled=self._predictions_cancelled,
         )
 
     def _predicted(self, results: list[tuple[int, Any, str | None]]) -> None:
@@ -352,6 +353,10 @@ class ReviewTab(QWidget):
         if self.current_row in rows:
             self.show_row(self.current_row)
         self._update_count()
+
+    def _predictions_cancelled(self) -> None:
+        self.predicting = False
+        self.message.emit("Classification cancelled; the images classified so far keep their results")
 
     def _predict_failed(self, message: str) -> None:
         self.predicting = False

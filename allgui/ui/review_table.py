@@ -117,8 +117,9 @@ class ReviewFilter(QSortFilterProxyModel):
         duplicates_only: bool = False,
         group: int | None = None,
     ) -> None:
+        self.beginFilterChange()
         self.class_index, self.review, self.duplicates_only, self.group = class_index, review, duplicates_only, group
-        self.invalidateFilter()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
         item: ReviewItem = self.sourceModel().item(source_row)  # type: ignore[attr-defined]

@@ -225,10 +225,7 @@ class TrainingTab(QWidget):
         return True
 
     def cancel(self) -> None:
-        if self.runner.is_running("training"):
-            self.runner.cancel("training")
-            self._cancelled()
-            self._idle()
+        self.runner.cancel("training")  # calls _cancelled and _idle at once
 
     def _progress(self, done: int, total: int, message: str) -> None:
         if total > 0:

@@ -449,6 +449,8 @@ class TrainPage(QWizardPage):
         self.time_label.setText("failed; the active model is unchanged")
 
     def _cancelled(self) -> None:
+        if not self.running:
+            return
         self.running = False
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
@@ -457,8 +459,7 @@ class TrainPage(QWizardPage):
 
     def cancel(self) -> None:
         if self.running:
-            self.owner.runner.cancel("wizard")
-            self._cancelled()
+            self.owner.runner.cancel("wizard")  # calls _cancelled at once
 
     def cleanupPage(self) -> None:
         self.cancel()

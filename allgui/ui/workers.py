@@ -98,6 +98,7 @@ class Worker(QRunnable):
         self.task = Task(self.signals)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = False
+        self.on_stopped: list[Callable[[], None]] = []  # the view's on_cancelled/on_finished, for a user's cancel
 
     def run(self) -> None:
         signals = self.signals
@@ -153,8 +154,9 @@ class TaskRunner(QObject):
         """Run ``fn(task, *args, **kwargs)`` in slot ``slot``, cancelling the slot's previous task first."""
         if self._closed:
             raise RuntimeError("the window is closing; no new tasks")
-        self.cancel(slot)
+        self.cancel(slot, notify=False)  # replaced, not stopped by the user: the view is about to start afresh
         worker = Worker(fn, *args, **kwargs)
+        worker.on_stopped = [c for c in (on_cancelled, on_finished) if c is not None]
         self._current[slot] = worker
         self._running.add(worker)
         signals = worker.signals
@@ -195,15 +197,22 @@ class TaskRunner(QObject):
     def is_running(self, slot: str) -> bool:
         return slot in self._current
 
-    def cancel(self, slot: str | None = None) -> None:
-        """Cancel one slot's task, or every task; their later signals are dropped."""
+    def cancel(self, slot: str | None = None, notify: bool = True) -> None:
+        """Cancel one slot's task, or every task. The view hears ``on_cancelled`` and ``on_finished`` at once
+        (with ``notify``); whatever the stopped task still emits is dropped."""
         slots = list(self._current) if slot is None else [slot]
+        stopped = []
         for name in slots:
             worker = self._current.pop(name, None)
             if worker is not None:
                 worker.task.cancel.cancel()
-        if slots:
+                stopped.append(worker)
+        if stopped:
             self.busy_changed.emit(self.busy)
+        if notify and not self._closed:
+            for worker in stopped:
+                for callback in worker.on_stopped:
+                    callback()
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Cancel everything and wait for the threads; True when all stopped in time."""

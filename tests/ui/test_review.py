@@ -1,0 +1,107 @@
+"""The review tab on real images with real small models: table, probabilities, attention, duplicates, labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.review_session import ReviewSession, autosave_path
+from allgui.ui.attention_view import NOT_SE_TEXT
+
+from .helpers import close_window, open_window
+
+
+def _open(qtbot, window, folder: Path) -> None:
+    with qtbot.waitSignals([window.review.predictions_done, window.review.duplicates_done], timeout=120000):
+        window.open_paths([folder])
+
+
+def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home: Path) -> None:
+    window = open_window(qtbot, store, "test-secnn")
+    review = window.review
+    _open(qtbot, window, image_folder)
+    session = review.session
+    assert len(session) == 21
+    assert review.table_model.rowCount() == 21
+    assert all(item.predicted is not None and item.error is None for item in session.items)
+    for item in session.items:
+        assert np.isclose(sum(item.probabilities), 1.0)
+
+    # The copy and its original form a duplicate group, with a badge in the table.
+    copy_row = next(i for i, item in enumerate(session.items) if item.path.stem.endswith("-copy"))
+    group = session.items[copy_row].duplicate_group
+    assert group is not None
+    badge = review.table_model.index(copy_row, 4).data()
+    assert badge == f"⧉ group {group + 1}"
+
+    # Selecting an image shows its probabilities, its attention per SE block, the heat map and its duplicates.
+    with qtbot.waitSignal(review.details_shown, timeout=30000, check_params_cb=lambda row: row == copy_row):
+        review.select_row(copy_row)
+    assert np.allclose(review.probability_chart.values, session.items[copy_row].probabilities)
+    attention = review.attention_panel.attention
+    assert attention is not None
+    assert len(review.attention_panel.bars) == len(attention.excitations) == 3
+    for bars, values in zip(review.attention_panel.bars, attention.excitations, strict=True):
+        assert np.allclose(bars.opts["height"], values)
+    assert review.image_panel.overlay.image is not None
+    assert review.image_panel.overlay.image.shape[:2] == review.image_panel.image.image.shape[:2]
+    assert review.duplicates_box.isVisibleTo(review)
+    captions = [review.duplicates_layout.itemAt(i).widget().text() for i in range(review.duplicates_layout.count() - 1)]
+    assert captions[0].endswith("this image") and any("identical file" in c for c in captions[1:])
+
+    # Class averages arrive in the background and are drawn beside the image's own excitation.
+    qtbot.waitUntil(lambda: bool(review.class_averages), timeout=60000)
+    predicted = session.items[copy_row].predicted
+    review.select_row(copy_row)
+    average, count = review.class_averages[predicted]
+    assert count == sum(item.predicted == predicted for item in session.items)
+    x, y = review.attention_panel.averages[0].getData()
+    assert np.allclose(y, average[0])
+
+    # The technician corrects one image and confirms another; the labels are saved beside the results.
+    review.label_current((predicted + 1) % 4)
+    other = (copy_row + 5) % len(session)
+    review.select_row(other)
+    review.confirm_current()
+    assert session.items[copy_row].status == "corrected" and session.items[other].status == "confirmed"
+    saved = ReviewSession.load(autosave_path(isolated_home, image_folder))
+    assert saved.items[copy_row].label == (predicted + 1) % 4
+    assert review.table_model.index(other, 5).data() == f"{CLASS_NAMES[session.items[other].predicted]} (confirmed)"
+
+    exported = window.export_labelled(isolated_home / "corrected")
+    assert sum(1 for _ in exported.rglob("*.jpg")) == 2
+    csv_path = window.export_results(isolated_home / "review.csv")
+    assert csv_path.read_text(encoding="utf-8").startswith("# For research and laboratory review; not a diagnosis.")
+    close_window(qtbot, window)
+
+
+def test_review_filters_and_a_classical_model(qtbot, store, image_folder: Path) -> None:
+    window = open_window(qtbot, store, "test-svm")
+    review = window.review
+    _open(qtbot, window, image_folder)
+    session = review.session
+    with qtbot.waitSignal(review.details_shown, timeout=30000):
+        review.select_row(1)
+    assert review.attention_panel.message.text() == NOT_SE_TEXT.format(title=window.models.current.title)
+    assert not review.image_panel.heat_box.isEnabled()
+
+    for class_index in range(4):
+        review.class_filter.setCurrentIndex(class_index + 1)
+        expected = sum(item.predicted == class_index for item in session.items)
+        assert review.proxy.rowCount() == expected
+    review.class_filter.setCurrentIndex(0)
+    review.review_filter.setCurrentIndex(1)
+    assert review.proxy.rowCount() == sum(item.needs_review for item in session.items)
+    review.review_filter.setCurrentIndex(0)
+    review.duplicates_filter.setChecked(True)
+    assert review.proxy.rowCount() == sum(item.duplicate_group is not None for item in session.items) >= 2
+    review.duplicates_filter.setChecked(False)
+
+    # Sorting by confidence orders the rows by the session's numbers.
+    review.table.sortByColumn(2, review.table.horizontalHeader().sortIndicatorOrder().AscendingOrder)
+    shown = [review.proxy.mapToSource(review.proxy.index(r, 0)).row() for r in range(review.proxy.rowCount())]
+    confidences = [session.items[r].confidence for r in shown]
+    assert confidences == sorted(confidences)
+    close_window(qtbot, window)
