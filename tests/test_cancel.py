@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from allgui.core import hashing
-from allgui.core.classify import classify_paths
+from allgui.core.classify import JournalMismatchError, classify_paths
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
 from allgui.core.models import features, torch_device
@@ -217,6 +217,66 @@ def test_cancel_classification_keeps_finished_rows_for_resume(
     for row, expected in zip(resumed, reference, strict=True):
         assert row["predicted"] == expected["predicted"]
         np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=1e-12)
+
+
+@pytest.mark.parametrize("damage", ["cut_line", "nul_tail", "garbage_line", "cut_header", "empty"])
+def test_resume_after_a_damaged_journal(
+    images: tuple[Path, list[Path], np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """What a kill or a power cut can leave at the end of the journal: resuming still gives every row once."""
+    _, paths, labels = images
+    paths = paths[::4]
+    model = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
+    model.fit(paths, labels[::4])
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    reference = classify_paths(paths, loaded, batch_size=8)
+    journal = tmp_path / "results.csv.journal.jsonl"
+    classify_paths(paths[:40], loaded, batch_size=8, journal=journal)  # 40 finished rows
+    lines = journal.read_bytes().split(b"\n")
+    if damage == "cut_line":
+        journal.write_bytes(journal.read_bytes() + lines[5][: len(lines[5]) // 2])
+    elif damage == "nul_tail":  # delayed allocation after a power cut: the file ends in zero bytes
+        journal.write_bytes(journal.read_bytes() + b"\0" * 4096)
+    elif damage == "garbage_line":  # rows after a damaged line are done again, never trusted
+        journal.write_bytes(b"\n".join(lines[:21] + [b"\x00\x17 not json"] + lines[22:]))
+    elif damage == "cut_header":
+        journal.write_bytes(lines[0][:20])
+    else:
+        journal.write_bytes(b"")
+    kept = {"cut_line": 40, "nul_tail": 40, "garbage_line": 20, "cut_header": 0, "empty": 0}[damage]
+
+    predicted: list[int] = []
+    real_predict = loaded.classifier.predict
+    monkeypatch.setattr(loaded.classifier, "predict", lambda batch: predicted.append(len(batch)) or real_predict(batch))
+    resumed = classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)
+    assert sum(predicted) == len(paths) - kept
+    assert [r["path"] for r in resumed] == [r["path"] for r in reference]
+    for row, expected in zip(resumed, reference, strict=True):
+        np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=1e-12)
+    # The repaired journal is valid JSON lines again: a second resume redoes nothing.
+    predicted.clear()
+    classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)
+    assert predicted == []
+
+
+def test_resume_refuses_another_models_journal_and_leaves_it_alone(
+    images: tuple[Path, list[Path], np.ndarray], tmp_path: Path
+) -> None:
+    _, paths, labels = images
+    paths = paths[::8]
+    first = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
+    first.fit(paths, labels[::8])
+    second = SVMClassifier(image_size=16, pca_components=8, C=[10.0], cv_folds=2)
+    second.fit(paths, labels[::8])
+    save_model(first, tmp_path / "first")
+    save_model(second, tmp_path / "second")
+    journal = tmp_path / "results.csv.journal.jsonl"
+    classify_paths(paths, load_model(tmp_path / "first"), journal=journal)
+    before = journal.read_bytes()
+    with pytest.raises(JournalMismatchError, match="without --resume"):
+        classify_paths(paths, load_model(tmp_path / "second"), journal=journal, resume=True)
+    assert journal.read_bytes() == before
 
 
 def test_ctrl_c_in_classify_keeps_the_previous_export_and_resumes(
