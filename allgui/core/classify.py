@@ -110,7 +110,8 @@ class Journal:
 
     def _write(self, records: Sequence[dict[str, Any]]) -> None:
         assert self._handle is not None
-        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        # ASCII-escaped JSON: a file name that is not valid UTF-8 (a lone surrogate) must not abort the batch.
+        self._handle.write("".join(json.dumps(r) + "\n" for r in records))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -287,11 +288,10 @@ def _assign_duplicate_groups(rows: list[dict[str, Any]]) -> None:
 
 
 def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
-    """The exported columns: a bad file has only path and error (and the model id, for traceability)."""
+    """The exported columns: a bad file has only path and error filled."""
     probabilities = row.get("probabilities")
     out: dict[str, Any] = dict.fromkeys(COLUMNS, "" if for_csv else None)
     out["path"] = row["path"]
-    out["model_id"] = row.get("model_id", "") if for_csv else row.get("model_id")
     out["error"] = row.get("error") or ("" if for_csv else None)
     if probabilities is not None:
         out["predicted"] = row["predicted"]
@@ -300,6 +300,7 @@ def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
         out["confidence"] = f"{row['confidence']:.6f}" if for_csv else row["confidence"]
         out["needs_review"] = ("true" if row["needs_review"] else "false") if for_csv else row["needs_review"]
         out["image_sha256"] = row["image_sha256"]
+        out["model_id"] = row["model_id"]
         group = row.get("duplicate_group", "")
         out["duplicate_group"] = group if for_csv else (group or None)
     return out
@@ -322,7 +323,9 @@ def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+    # A file name that is not valid UTF-8 is written back as its bytes (CSV) or as a JSON \\u escape (JSON).
+    errors = "surrogateescape" if fmt == "csv" else "backslashreplace"
+    with open(temporary, "w", encoding="utf-8", errors=errors, newline="") as handle:
         handle.write(render(rows, fmt))
         handle.flush()
         os.fsync(handle.fileno())

@@ -33,7 +33,7 @@ from allgui.core.models.features import (
     load_arrays,
     pixel_features,
 )
-from allgui.core.models.skops_io import dump_pipeline, load_pipeline
+from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
 from allgui.core.progress import CancelToken, ProgressCallback, check
 
 
@@ -92,6 +92,7 @@ class SklearnImageClassifier(Classifier):
         if progress is not None:
             progress(len(paths), len(paths), f"fitting {self.kind}")
         summary = self.fit_arrays(arrays, np.asarray(labels, dtype=int), groups, log or (lambda _: None))
+        self.pipeline = canonical(self.pipeline)
         check(cancel)
         return summary
 

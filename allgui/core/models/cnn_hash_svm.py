@@ -24,7 +24,7 @@ from allgui.core.classes import CLASS_NAMES
 from allgui.core.imageio import read_rgb
 from allgui.core.models.base import Classifier, LogCallback
 from allgui.core.models.classical import full_probabilities
-from allgui.core.models.skops_io import dump_pipeline, load_pipeline
+from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
 from allgui.core.progress import CancelToken, ProgressCallback, check
 
 CNN_FOLDER = "cnn"
@@ -112,7 +112,7 @@ class CNNHashSVMClassifier(Classifier):
         )
         check(cancel)
         search.fit(features, labels, groups=groups)
-        self.pipeline = search.best_estimator_
+        self.pipeline = canonical(search.best_estimator_)
         log(f"cnn-hash-svm: {bits}-bit codes, best {search.best_params_} (cv macro F1 {search.best_score_:.3f})")
         return {
             "n_bits": bits,

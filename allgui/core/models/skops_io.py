@@ -33,6 +33,13 @@ def dump_pipeline(pipeline: Any, path: Path) -> None:
     sio.dump(pipeline, path)
 
 
+def canonical(pipeline: Any) -> Any:
+    """The pipeline as loading it back would give it (same array layouts), so that saved and in-memory models
+    give bit-identical probabilities (a transposed PCA matrix changes float32 rounding otherwise)."""
+    data = sio.dumps(pipeline)
+    return sio.loads(data, trusted=sorted(set(sio.get_untrusted_types(data=data)) & TRUSTED_TYPES))
+
+
 def load_pipeline(path: Path) -> Any:
     if not zipfile.is_zipfile(path):
         raise UntrustedPipelineError(f"{path.name} is not a skops archive (refusing to unpickle it)")
