@@ -21,7 +21,7 @@ import pytest
 
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
-from tests.badcorpus import CorpusFile, make_corpus
+from tests.badcorpus import CorpusFile, long_name, make_corpus
 
 
 def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -120,6 +120,16 @@ def test_dedupe_cli(corpus: tuple[Path, list[CorpusFile]], tmp_path: Path) -> No
     summary = lines[-1]
     readable = 2 * len(good(entries))
     assert summary.startswith(f"{readable + len([e for e in bad(entries) if e.path.is_file()])} images")
+
+
+def test_dedupe_out_with_a_name_near_the_length_limit(corpus: tuple[Path, list[CorpusFile]], tmp_path: Path) -> None:
+    root, entries = corpus
+    out = tmp_path / long_name("r", ".csv")
+    result = run_cli("dedupe", root, "--out", out)
+    assert result.returncode == 0, text(result.stderr)
+    rows = list(csv.DictReader(io.StringIO(text(out.read_bytes()))))
+    assert {r["path"] for r in rows} >= {str(e.path) for e in good(entries)}
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
 
 
 def test_dedupe_stdout_survives_a_narrow_code_page(corpus: tuple[Path, list[CorpusFile]]) -> None:

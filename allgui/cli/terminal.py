@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 
 
@@ -31,7 +32,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    # A short unique name: ".<name>.tmp" would pass the 255-byte limit for long names and collide between runs.
+    temporary = path.with_name(f".allgui-{uuid.uuid4().hex[:12]}.tmp")
     # surrogateescape: a file name that is not valid UTF-8 (POSIX) is written back as its original bytes.
     temporary.write_text(text, encoding="utf-8", errors="surrogateescape", newline="")
     temporary.replace(path)
