@@ -15,8 +15,10 @@ import io
 import json
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ COLUMNS: tuple[str, ...] = (
 )
 JOURNAL_FORMAT = "allgui-classify-journal"
 JOURNAL_VERSION = 1
+# Threads decoding images while the model runs (the fast path's resizing happens there too).
+DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
 
 LogCallback = Callable[[str], None]
 
@@ -129,16 +133,16 @@ class Journal:
 @dataclass
 class _Decoded:
     path: Path
-    image: Image.Image | None
+    image: Image.Image | Any | None  # Any: the fast path's prepared array (allgui.core.inference)
     sha256: str | None
     phash: int | None
     error: str | None
 
 
-def _decode(path: Path) -> _Decoded:
+def _decode(path: Path, prepare: Callable[[Image.Image], Any] | None = None) -> _Decoded:
     try:
         image, sha256 = read_rgb_and_sha256(path)
-        return _Decoded(path, image, sha256, perceptual_hash(image), None)
+        return _Decoded(path, prepare(image) if prepare else image, sha256, perceptual_hash(image), None)
     except ImageReadError as error:
         return _Decoded(path, None, None, None, error.reason)
     except Exception as error:  # noqa: BLE001 - one file must never stop a batch
@@ -149,9 +153,22 @@ def _error_row(path: Path | str, error: str, model_id: str) -> dict[str, Any]:
     return {"path": str(path), "error": error, "model_id": model_id}
 
 
-def _rows_for(batch: list[_Decoded], loaded: LoadedModel) -> list[dict[str, Any]]:
+def _fast_path(loaded: LoadedModel) -> Any:
+    """The SE-CNN's fast batched path (allgui.core.inference), or None for other models."""
+    # An SE-CNN's module is loaded whenever the classifier is one: checking first avoids importing torch otherwise.
+    if "allgui.core.models.secnn" not in sys.modules:
+        return None
+    from allgui.core.inference import fast_path
+
+    return fast_path(loaded.classifier)
+
+
+def _rows_for(
+    batch: list[_Decoded], loaded: LoadedModel, predict: Callable[[list], list] | None = None
+) -> list[dict[str, Any]]:
     good = [d for d in batch if d.image is not None]
-    predictions = loaded.classifier.predict([d.image for d in good]) if good else []  # type: ignore[misc]
+    predict = predict or loaded.classifier.predict
+    predictions = predict([d.image for d in good]) if good else []
     by_path = {id(d): p for d, p in zip(good, predictions, strict=True)}
     rows = []
     for item in batch:
@@ -176,20 +193,20 @@ def _rows_for(batch: list[_Decoded], loaded: LoadedModel) -> list[dict[str, Any]
     return rows
 
 
-def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event) -> None:
+def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event, prepare: Any = None) -> None:
     try:
-        for start in range(0, len(paths), batch_size):
-            batch = []
-            for path in paths[start : start + batch_size]:
+        # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
+        with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="classify-decode") as pool:
+            for start in range(0, len(paths), batch_size):
                 if stop.is_set():
                     return
-                batch.append(_decode(path))
-            while not stop.is_set():
-                try:
-                    out.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+                batch = list(pool.map(lambda path: _decode(path, prepare), paths[start : start + batch_size]))
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
     finally:
         if not stop.is_set():
             out.put(None)  # end marker; the consumer drains the queue until this thread ends
@@ -236,7 +253,11 @@ def classify_paths(
     finished = total - len(todo)
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    worker = threading.Thread(target=_decoder, args=(todo, max(1, batch_size), batches, stop), name="classify-decode")
+    fast = _fast_path(loaded)
+    prepare = fast.prepare if fast is not None else None
+    worker = threading.Thread(
+        target=_decoder, args=(todo, max(1, batch_size), batches, stop, prepare), name="classify-decode"
+    )
     worker.start()
     try:
         if progress is not None:
@@ -249,7 +270,7 @@ def classify_paths(
                 continue
             if batch is None:
                 break
-            rows = _rows_for(batch, loaded)
+            rows = _rows_for(batch, loaded, fast.predict_prepared if fast is not None else None)
             if book is not None:
                 book.append(rows)
             for row in rows:
