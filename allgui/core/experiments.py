@@ -61,13 +61,15 @@ _SECNN_FULL: dict[str, Any] = {
     "threads": 1,
 }
 _SECNN_QUICK: dict[str, Any] = {
-    "image_size": 32,
+    "image_size": 24,
     "width": 8,
-    "blocks": 3,
-    "epochs": 4,
+    "blocks": 2,
+    "convs_per_block": 1,
+    "epochs": 2,
     "batch_size": 16,
-    "patience": 4,
+    "patience": 2,
     "hue_jitter": 0.0,
+    "threads": 1,
 }
 _HASH_FULL: dict[str, Any] = {"cnn": {**_SECNN_FULL, "epochs": 4}}
 _HASH_QUICK: dict[str, Any] = {"cnn": _SECNN_QUICK, "C": [1.0]}
@@ -90,7 +92,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "SVM: scaling + PCA + SMOTE + grid search",
         "svm",
         {},
-        {"image_size": 16, "C": [1.0, 10.0]},
+        {"image_size": 12, "C": [1.0, 10.0]},
         study_row="SVM (scaling, PCA, SMOTE, GridSearch)",
     ),
     ExperimentSpec(
@@ -106,15 +108,15 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "Random Forest: augmentation + PCA + SMOTE",
         "rf",
         {},
-        {"image_size": 16, "n_estimators": 50},
+        {"image_size": 12, "n_estimators": 30},
         study_row="Random Forest (augmentation, PCA, SMOTE)",
     ),
     ExperimentSpec(
-        "color-baseline", "Colour statistics only (shortcut detector)", "color-baseline", {}, {"image_size": 48}
+        "color-baseline", "Colour statistics only (shortcut detector)", "color-baseline", {}, {"image_size": 32}
     ),
 )
 
-QUICK_IMAGES_PER_CLASS = 32
+QUICK_IMAGES_PER_CLASS = 24
 
 
 def experiment_names() -> list[str]:
