@@ -215,27 +215,40 @@ def test_other_formats_named_jpg_are_refused_without_starting_ghostscript(
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real SVM model folder, trained on generated images (what it predicts does not matter here)."""
+def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small real SVM and SE-CNN (the SE-CNN takes the batch fast path), trained on generated images."""
+    import torch
+
     from allgui.core.models.classical import SVMClassifier
+    from allgui.core.models.secnn import SECNNClassifier
     from allgui.core.models.store import save_model
     from tests.test_model_files import synthetic_training_set
 
+    torch.set_num_threads(1)
     paths, labels = synthetic_training_set(tmp_path_factory.mktemp("train"))
-    model = SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2)
-    model.fit(paths, labels)
-    folder = tmp_path_factory.mktemp("models") / "tiny-svm"
-    save_model(model, folder)
-    return folder
+    models = {
+        "svm": SVMClassifier(image_size=16, pca_components=8, C=[1.0], cv_folds=2),
+        "secnn": SECNNClassifier(
+            image_size=24, width=8, blocks=2, convs_per_block=1, epochs=1, threads=1, device="cpu"
+        ),
+    }
+    folders = {}
+    for kind, model in models.items():
+        model.fit(paths, labels)
+        folders[kind] = tmp_path_factory.mktemp("models") / f"tiny-{kind}"
+        save_model(model, folders[kind])
+    return folders
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_classify_cli(corpus: tuple[Path, list[CorpusFile]], model_folder: Path, tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize(("kind", "fmt"), [("svm", "csv"), ("svm", "json"), ("secnn", "csv")])
+def test_classify_cli(
+    corpus: tuple[Path, list[CorpusFile]], model_folders: dict[str, Path], tmp_path: Path, kind: str, fmt: str
+) -> None:
     from allgui.core.classes import CLASS_NAMES
 
     root, entries = corpus
     out = tmp_path / f"results.{fmt}"
-    result = run_cli("classify", root / "Benign", "--model", model_folder, "--out", out, "--batch-size", "4")
+    result = run_cli("classify", root / "Benign", "--model", model_folders[kind], "--out", out, "--batch-size", "4")
     assert result.returncode == 0, text(result.stderr)
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(text(out.read_bytes()))))
