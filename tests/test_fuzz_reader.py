@@ -115,9 +115,9 @@ MAGICS = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM", 
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
+def mutated(draw: st.DrawFn, seeds: st.SearchStrategy[str] | None = None) -> bytes:
     """A seed file with a few byte-level edits: overwrites, bit flips, cuts, insertions and duplicated spans."""
-    data = bytearray(SEEDS[draw(st.sampled_from(sorted(SEEDS)))])
+    data = bytearray(SEEDS[draw(st.sampled_from(sorted(SEEDS)) if seeds is None else seeds)])
     for _ in range(draw(st.integers(1, 8))):
         if not data:
             break
@@ -214,3 +214,19 @@ def test_mutated_files_read_from_disk(tmp_path: Path) -> None:
 
     examples = EXAMPLES // 4
     assert run_counted(mutated(), "mutated files via read_rgb", examples, check) >= examples // 2
+
+
+def test_mutated_jpegs_with_reduced_decoding() -> None:
+    """The hashing path: JPEGs scaled down in the DCT domain while decoding (``draft``)."""
+
+    def check(data: bytes) -> None:
+        with alarm(HANG_SECONDS):
+            try:
+                image = decode_rgb(data, "fuzz.jpg", draft=(8, 8))
+            except ImageReadError:
+                return
+        assert image.mode == "RGB" and image.width >= 1 and image.height >= 1
+
+    examples = EXAMPLES // 4
+    jpegs = st.sampled_from(["jpeg", "jpeg_progressive", "jpeg_cmyk", "jpeg_exif"])
+    assert run_counted(mutated(jpegs), "mutated JPEGs, reduced decoding", examples, check) >= examples // 2
