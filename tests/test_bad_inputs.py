@@ -21,6 +21,7 @@ import pytest
 
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
+from allgui.core.imageio import ImageReadError
 from tests.badcorpus import CorpusFile, long_name, make_corpus
 
 
@@ -270,3 +271,45 @@ def test_classify_cli(
         row = by_path[str(entry.path)]
         assert row["predicted"] == "" and row["p_benign"] == "" and row["confidence"] == "", entry.kind
         assert any(word in row["error"].lower() for word in entry.reason_words), (entry.kind, row["error"])
+
+
+def test_huge_file_is_refused_without_reading_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1.5 GiB file named .tif (a whole-slide scan, a video renamed): refused from its size, never loaded."""
+    from allgui.core.imageio import read_rgb
+
+    path = tmp_path / "whole-slide.tif"
+    with open(path, "wb") as handle:
+        handle.truncate(3 << 29)  # sparse: takes no disk space
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        assert self != path, "the huge file was read into memory"
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(ImageReadError, match="too large"):
+        read_rgb(path)
+    (record,) = hash_images([path])
+    assert record.error is not None and "too large" in record.error
+
+
+def test_pipe_opened_by_name_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Reading a FIFO blocks until someone writes to it; the reader must refuse it instead (alarm as a backstop)."""
+    import signal
+
+    from allgui.core.imageio import read_rgb
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+
+    def hang(signum: int, frame: object) -> None:
+        raise TimeoutError("read_rgb blocked on a pipe")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ImageReadError, match="not a regular file"):
+            read_rgb(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 # 50 megapixels: far above any microscope field, far below a decompression bomb's memory use.
 MAX_PIXELS = 50_000_000
+# No smear image comes near 1 GiB; a bigger file (a whole-slide scan, a video) is refused before it is read.
+MAX_FILE_BYTES = 1 << 30
 
 # The only Pillow decoders AllGUI lets near a file (camera MPO files open through "JPEG"). Anything else, whatever its
 # name, is refused: fewer parsers to attack, and EPS content would make Pillow start Ghostscript, an external program.
@@ -76,6 +79,12 @@ def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, or :class:`ImageReadError` for missing, unreadable and empty files."""
     path = Path(path)
     try:
+        info = path.stat()
+        # Checked before reading: a pipe would block forever, and a huge file would be read whole into memory.
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            raise ImageReadError(path, "not a regular file (e.g. a pipe or device), so it is not opened")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"file is too large ({info.st_size / 2**30:.1f} GiB; the limit is 1 GiB)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
