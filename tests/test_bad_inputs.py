@@ -313,3 +313,23 @@ def test_pipe_opened_by_name_is_refused_not_waited_on(tmp_path: Path) -> None:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_review_session_keeps_labels_for_any_file_name(tmp_path: Path) -> None:
+    """The technician's labels are saved, restored and exported even when a name is non-ASCII or not UTF-8."""
+    from allgui.core.review_session import ReviewSession, autosave_path
+
+    entries = [e for e in make_corpus(tmp_path / "folder", large=False) if e.good]
+    names = {e.kind for e in entries}
+    assert {"non_ascii_name", "long_non_ascii_name"} <= names
+    session = ReviewSession([e.path for e in entries], folder=tmp_path / "folder")
+    for index in range(len(entries)):
+        session.set_label(index, index % 4)
+    saved = session.save(autosave_path(tmp_path / "home", tmp_path / "folder"))
+    restored = ReviewSession([e.path for e in entries], folder=tmp_path / "folder")
+    assert restored.restore_labels(ReviewSession.load(saved)) == len(entries)
+    assert [item.label for item in restored.items] == [index % 4 for index in range(len(entries))]
+    exported = session.export(tmp_path / "labels.csv")
+    lines = text(exported.read_bytes()).splitlines()
+    assert all(any(str(e.path) in line for line in lines) for e in entries)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "home", "labels.csv"]  # no temporary files

@@ -208,7 +208,7 @@ class ReviewSession:
 
     @classmethod
     def load(cls, path: str | Path) -> ReviewSession:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path}: not an AllGUI review file")
         if int(data.get("version", 0)) > VERSION:
@@ -291,7 +291,7 @@ class ReviewSession:
 def autosave_path(data_dir: Path, folder: str | Path) -> Path:
     """Where the review of ``folder`` is kept between runs: one JSON file per folder under the user data dir."""
     folder = Path(folder).resolve()
-    digest = hashlib.sha1(str(folder).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(str(folder).encode("utf-8", errors="surrogateescape")).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in folder.name)[:40] or "images"
     return Path(data_dir) / "reviews" / f"{slug}-{digest}.json"
 
@@ -299,5 +299,10 @@ def autosave_path(data_dir: Path, folder: str | Path) -> Path:
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    # surrogateescape: a file name that is not valid UTF-8 is kept as its original bytes instead of failing the save.
+    try:
+        temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
