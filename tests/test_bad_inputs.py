@@ -333,3 +333,15 @@ def test_review_session_keeps_labels_for_any_file_name(tmp_path: Path) -> None:
     lines = text(exported.read_bytes()).splitlines()
     assert all(any(str(e.path) in line for line in lines) for e in entries)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "home", "labels.csv"]  # no temporary files
+
+
+def test_settings_keep_a_recent_folder_with_any_name(tmp_path: Path) -> None:
+    from allgui.core.settings import Settings, load_settings, save_settings
+
+    folders = [tmp_path / os.fsdecode(b"caf\xe9-latin1"), tmp_path / "Ausstrich-Äöü_血液", tmp_path / "plain"]
+    settings = Settings()
+    for folder in folders:
+        settings.add_recent(folder)
+    save_settings(settings, tmp_path)
+    assert load_settings(tmp_path).recent_folders == settings.recent_folders
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]  # one file, no temporary

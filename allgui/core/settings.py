@@ -92,7 +92,7 @@ def load_settings(folder: Path | None = None) -> Settings:
     """The saved preferences, or defaults when the file is missing, unreadable or from a newer version."""
     path = settings_path(folder)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, UnicodeDecodeError, ValueError):
         return Settings()
     if not isinstance(data, dict) or (isinstance(data.get("version"), int) and data["version"] > VERSION):
@@ -105,6 +105,8 @@ def save_settings(settings: Settings, folder: Path | None = None) -> Path:
     path = settings_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temporary.write_text(json.dumps(settings.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # surrogateescape: a recent folder whose name is not valid UTF-8 is kept as its bytes instead of failing the save.
+    text = json.dumps(settings.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
     os.replace(temporary, path)
     return path
