@@ -202,6 +202,7 @@ class MainWindow(QMainWindow):
             chosen = self.settings.model_id if any(m.id == self.settings.model_id for m in self.models.models) else None
             self.models.load(chosen)
         self.models.probe_devices()
+        self.training.load_experiments()
         self.tabs_ready.emit()
 
     # ---- models -------------------------------------------------------------------------------------------------

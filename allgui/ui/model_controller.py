@@ -14,6 +14,9 @@ from allgui.ui.workers import Task, TaskRunner
 
 def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedModel, list[str]]:
     """Load (and activate) a model, collecting device warnings such as 'CUDA not available' as notices."""
+    from allgui.ui.preload import preload_torch_libraries
+
+    preload_torch_libraries()  # a no-op once torch is in
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         task.progress(0, 0, "loading model…")
@@ -31,6 +34,9 @@ def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedMo
 
 def _probe_torch_device(task: Task) -> str:
     """The torch device label ("CPU" or the GPU's name); importing torch here keeps it off the start-up path."""
+    from allgui.ui.preload import preload_torch_libraries
+
+    preload_torch_libraries()
     from allgui.core.models.torch_device import choose_device, device_label
 
     with warnings.catch_warnings():

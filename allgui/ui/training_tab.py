@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
 )
 
 from allgui import DISCLAIMER
-from allgui.core import experiments
 from allgui.core.settings import Settings
 from allgui.ui.charts import ConfusionMatrixView, GroupedBarChart
 from allgui.ui.workers import Task, TaskRunner
@@ -51,7 +50,16 @@ RESULT_COLUMNS = (
 )
 
 
+def load_specs(task: Task) -> list[Any]:
+    """The declared experiments; imported in a worker because the runner pulls in scikit-learn (seconds)."""
+    from allgui.core import experiments
+
+    return list(experiments.EXPERIMENTS)
+
+
 def comparison_task(task: Task, folder: Path, names: list[str], split: str, quick: bool, device: str) -> dict:
+    from allgui.core import experiments
+
     return experiments.run_comparison(
         folder,
         names=names,
@@ -80,13 +88,6 @@ class TrainingTab(QWidget):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.experiment_list = QListWidget()
-        for spec in experiments.EXPERIMENTS:
-            item = QListWidgetItem(f"{spec.name}: {spec.title}")
-            item.setData(Qt.ItemDataRole.UserRole, spec.name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
-            item.setToolTip(spec.study_row or "not in the study: measures the colour shortcut")
-            self.experiment_list.addItem(item)
         self.experiment_list.setMaximumHeight(130)
         self.split_combo = QComboBox()
         self.split_combo.addItem("Capture blocks (held-out later sessions)", "blocks")
@@ -100,6 +101,7 @@ class TrainingTab(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.run_button = QPushButton("Run comparison")
+        self.run_button.setEnabled(False)  # until the experiment list is loaded
         self.run_button.clicked.connect(lambda: self.start())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -165,6 +167,20 @@ class TrainingTab(QWidget):
         layout.addWidget(setup)
         layout.addWidget(self.progress)
         layout.addWidget(splitter, 1)
+
+    def load_experiments(self) -> None:
+        self.runner.start("experiments", load_specs, on_result=self.set_experiments, on_error=self.error.emit)
+
+    def set_experiments(self, specs: list[Any]) -> None:
+        self.experiment_list.clear()
+        for spec in specs:
+            item = QListWidgetItem(f"{spec.name}: {spec.title}")
+            item.setData(Qt.ItemDataRole.UserRole, spec.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            item.setToolTip(spec.study_row or "not in the study: measures the colour shortcut")
+            self.experiment_list.addItem(item)
+        self.run_button.setEnabled(True)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Labelled data folder", self.folder_edit.text())
@@ -308,6 +324,8 @@ class TrainingTab(QWidget):
             if not chosen:
                 return None
             folder = Path(chosen)
+        from allgui.core import experiments
+
         try:
             experiments.write_outputs(self.results, Path(folder))
         except OSError as error:

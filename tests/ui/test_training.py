@@ -16,6 +16,8 @@ def test_training_tab_runs_a_quick_comparison(qtbot, store, data_dir: Path, tmp_
     window = open_window(qtbot, store, "test-svm")
     training = window.training
     window.tabs.setCurrentWidget(training)
+    qtbot.waitUntil(training.run_button.isEnabled, timeout=60000)  # the experiment list loads in the background
+    assert training.experiment_list.count() == 6
     training.set_selected(["svm", "color-baseline"])
     assert training.quick_radio.isChecked() and training.split_combo.currentData() == "blocks"
     with qtbot.waitSignal(training.finished, timeout=240000) as blocker:
