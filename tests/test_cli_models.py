@@ -1,0 +1,111 @@
+"""`allgui train` and `allgui models list|show|activate|import` on a small real data folder; Ctrl-C during
+training stops cleanly and keeps the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from allgui.cli.main import main
+from allgui.core.models.store import ModelStore, load_model
+from tests.realsubset import linked_data_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture):
+    """Run the CLI in this process (the Ctrl-C test below uses a real subprocess)."""
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def small_data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return linked_data_folder(data_dir, tmp_path_factory.mktemp("data"), per_class=24)
+
+
+def test_train_list_show_activate_import(small_data: Path, tmp_path: Path, isolated_home: Path, run_cli) -> None:
+    trained = run_cli("train", small_data, "--model", "svm", "--image-size", "12", "--id", "svm-a")
+    assert trained.returncode == 0, trained.stderr
+    assert "held-out accuracy" in trained.stderr and "saved model svm-a" in trained.stdout
+    manifest = json.loads(run_cli("models", "show", "svm-a").stdout)
+    assert manifest["kind"] == "svm" and manifest["metrics"]["n"] > 0
+    assert manifest["training"]["holdout_images"] == manifest["metrics"]["n"]
+
+    outside = tmp_path / "colleague-model"
+    trained = run_cli("train", small_data, "--model", "color-baseline", "--holdout", "0", "--out", outside)
+    assert trained.returncode == 0, trained.stderr
+    assert not json.loads((outside / "manifest.json").read_text())["metrics"]  # nothing held out, nothing claimed
+    imported = run_cli("models", "import", outside)
+    assert imported.returncode == 0, imported.stderr
+    assert run_cli("models", "import", outside).returncode == 2  # already in the list
+
+    listing = run_cli("models", "list").stdout
+    assert "* svm-a" in listing and "colleague-model" in listing and "(comparison only)" in listing
+    assert run_cli("models", "activate", "colleague-model").returncode == 2  # the baseline is never active
+    trained = run_cli("train", small_data, "--model", "rf", "--image-size", "12", "--id", "rf-b")
+    assert trained.returncode == 0, trained.stderr
+    assert run_cli("models", "activate", "rf-b").returncode == 0
+    assert "* rf-b" in run_cli("models", "list").stdout
+    assert ModelStore(isolated_home).active_id() == "rf-b"
+    assert run_cli("models", "show", "nothing-here").returncode == 2
+    assert run_cli("train", small_data, "--model", "svm", "--epochs", "3").returncode == 2
+
+
+def test_ctrl_c_during_training_keeps_the_best_checkpoint(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    command = [
+        sys.executable,
+        "-m",
+        "allgui",
+        "train",
+        str(small_data),
+        "--model",
+        "secnn",
+        "--epochs",
+        "40",
+        "--image-size",
+        "24",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("epoch 2/40"):
+                process.send_signal(signal.SIGINT)
+                break
+        else:
+            pytest.fail("training did not reach epoch 2")
+        rest_out, rest_err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, "".join(lines) + rest_err
+    assert "kept the best checkpoint" in rest_out
+    loaded = load_model(out)
+    assert loaded.manifest["fit"]["cancelled"] is True
+    assert 1 <= loaded.manifest["fit"]["best_epoch"] < 40
+    assert loaded.manifest["training"]["cancelled"] is True
