@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from allgui import DISCLAIMER, __version__
 
 # Modules in allgui/cli/ that each add one subcommand via register(subparsers).
-COMMANDS = ["dedupe", "data"]
+COMMANDS = ["dedupe", "data", "train", "compare", "classify", "models"]
 
 
 class UsageError(Exception):
