@@ -11,7 +11,7 @@ from PIL import Image
 
 from allgui.cli.main import main
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.experiments import EXPERIMENTS, dedupe, select
+from allgui.core.experiments import EXPERIMENTS, dedupe, select, with_cnn_options
 from allgui.core.metrics import evaluate
 from allgui.core.models.registry import KINDS
 
@@ -33,6 +33,18 @@ def test_dedupe_keeps_the_first_image_of_each_group() -> None:
     kept = dedupe(np.array([0, 1, 2, 3, 4, 5, 6]), ids)
     assert kept.tolist() == [0, 2, 3, 6]
     assert dedupe(np.array([1, 4, 6]), ids).tolist() == [1, 4, 6]  # groups already cut down by the split
+
+
+def test_cnn_options_reach_only_the_rows_that_train_an_se_cnn() -> None:
+    options = {"epochs": 9, "image_size": 40}
+    assert with_cnn_options("secnn", {"epochs": 5, "width": 12}, options) == {
+        "epochs": 9,
+        "width": 12,
+        "image_size": 40,
+    }
+    hashed = with_cnn_options("cnn-hash-svm", {"cnn": {"width": 12}, "n_bits": 64}, options)
+    assert hashed == {"cnn": {"width": 12, "epochs": 9, "image_size": 40}, "n_bits": 64}
+    assert with_cnn_options("svm", {"image_size": 32}, options) == {"image_size": 32}
 
 
 def test_metrics_on_a_worked_example() -> None:

@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small, fast configuration for tests and demos")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--epochs", type=int, help="SE-CNN epochs for the CNN rows (default: the declared configuration)"
+    )
+    parser.add_argument("--image-size", type=int, help="SE-CNN input size for the CNN rows")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare-DATE-TIME)")
     parser.set_defaults(func=run)
 
@@ -42,9 +46,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"unknown experiment in {args.experiments!r}; choose from {', '.join(experiment_names())}"
         ) from None
+    cnn_options = {}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError("--epochs must be at least 1")
+        cnn_options["epochs"] = args.epochs
+    if args.image_size is not None:
+        if not 8 <= args.image_size <= 1024:
+            raise UsageError("--image-size must be between 8 and 1024")
+        cnn_options["image_size"] = args.image_size
     out = Path(args.out or f"runs/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     words = ["allgui", "compare", args.data, "--split", args.split, "--out", str(out)]
     words += (["--experiments", args.experiments] if args.experiments else []) + (["--quick"] if args.quick else [])
+    words += [f"--{k.replace('_', '-')}={v}" for k, v in cnn_options.items()]
     command = shlex.join(words)
     token = CancelToken()
     with interrupt_cancels(token, "stopping; finished experiments are kept"):
@@ -56,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 quick=args.quick,
                 out_dir=out,
                 device=args.device,
+                cnn_options=cnn_options,
                 command=command,
                 progress=TerminalProgress("compare"),
                 cancel=token,

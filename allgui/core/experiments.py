@@ -190,6 +190,7 @@ def run_experiment(
     *,
     quick: bool = False,
     device: str = "auto",
+    cnn_options: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     log: LogCallback | None = None,
@@ -197,7 +198,7 @@ def run_experiment(
     log = log or (lambda _: None)
     dataset = data.dataset
     used = dedupe(train_idx, data.group_ids) if spec.dedupe_training else train_idx
-    options = dict(spec.quick_options if quick else spec.options)
+    options = with_cnn_options(spec.kind, dict(spec.quick_options if quick else spec.options), cnn_options or {})
     if registry.kind_info(spec.kind).needs_torch:
         options["device"] = device
     model = registry.create(spec.kind, **options)
@@ -230,6 +231,17 @@ def run_experiment(
     }
 
 
+def with_cnn_options(kind: str, options: dict[str, Any], cnn_options: dict[str, Any]) -> dict[str, Any]:
+    """Apply SE-CNN settings (e.g. epochs, image size sized to the hardware) to the rows that train an SE-CNN."""
+    if not cnn_options:
+        return options
+    if kind == "secnn":
+        return {**options, **cnn_options}
+    if kind == "cnn-hash-svm":
+        return {**options, "cnn": {**options.get("cnn", {}), **cnn_options}}
+    return options
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
@@ -259,6 +271,7 @@ def run_comparison(
     quick: bool = False,
     out_dir: str | Path | None = None,
     device: str = "auto",
+    cnn_options: dict[str, Any] | None = None,
     seed: int = 0,
     command: str = "",
     progress: ProgressCallback | None = None,
@@ -314,6 +327,7 @@ def run_comparison(
             "test_counts": {n: int((dataset.labels[test_idx] == i).sum()) for i, n in enumerate(CLASS_NAMES)},
         },
         "quick": quick,
+        "cnn_options": cnn_options or {},
         "machine": machine(),
         "experiments": [],
         "specs": [asdict(s) for s in specs],
@@ -331,6 +345,7 @@ def run_comparison(
                     dataset.labels[test_idx],
                     quick=quick,
                     device=device,
+                    cnn_options=cnn_options,
                     progress=outer(step, spec.name),
                     cancel=cancel,
                     log=log,
@@ -405,6 +420,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"- Run: {results['created']} on {results['machine'].get('processor')} "
         f"({results['machine'].get('cpu_count')} CPUs)"
         + (f"; command `{results['command']}`" if results["command"] else ""),
+        *(
+            [f"- SE-CNN rows run with {', '.join(f'{k}={v}' for k, v in results['cnn_options'].items())}"]
+            if results.get("cnn_options")
+            else []
+        ),
         "",
         "Percentages on the held-out part. Weighted averages as the study reports them; macro averages and per-class "
         "recall show the small Benign class.",
