@@ -144,6 +144,7 @@ class BatchTab(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setColumnWidth(0, 360)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # the file name matters more than the folder
         self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
         self.summary_label = QLabel("")
         right = QWidget()

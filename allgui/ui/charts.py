@@ -81,11 +81,10 @@ class GroupedBarChart(pg.PlotWidget):
                 brush=QColor(SERIES_COLORS[number % len(SERIES_COLORS)]),
                 name=name,
             )
-            self.addItem(item)
-            self.legend.addItem(item, name)
+            self.addItem(item)  # named items join the legend by themselves
             self.items.append(item)
         _class_axis(self.getPlotItem(), list(categories))
-        self.setYRange(0, 1.05, padding=0)
+        self.setYRange(0, 1.3, padding=0)  # headroom for the legend
         self.setXRange(-0.6, max(0, len(categories) - 1) + 0.6, padding=0)
 
 

@@ -151,6 +151,8 @@ class ReviewTab(QWidget):
         self.proxy.setSourceModel(self.table_model)
         self.table = QTableView()
         self.table.setModel(self.proxy)
+        # No sort column until the technician picks one: the folder's natural (capture) order comes first.
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -499,7 +501,7 @@ class ReviewTab(QWidget):
         button.setIconSize(QSize(112, 112))
         exact = item.sha256 is not None and item.sha256 == self.session.items[self.current_row or 0].sha256
         label = "this image" if selected else ("identical file" if exact else f"distance {distance}")
-        button.setText(f"{item.path.name[:22]}\n{label}")
+        button.setText(f"{item.path.name[:34]}\n{label}")
         button.setToolTip(str(item.path))
         button.clicked.connect(lambda _=False, r=row: self.select_row(r))
         return button

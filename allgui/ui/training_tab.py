@@ -88,7 +88,7 @@ class TrainingTab(QWidget):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.experiment_list = QListWidget()
-        self.experiment_list.setMaximumHeight(130)
+        self.experiment_list.setMinimumHeight(130)
         self.split_combo = QComboBox()
         self.split_combo.addItem("Capture blocks (held-out later sessions)", "blocks")
         self.split_combo.addItem("Random (optimistic, as in the study)", "random")

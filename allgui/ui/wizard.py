@@ -483,11 +483,14 @@ class EvaluationPage(QWizardPage):
         self.activate_box = QCheckBox("Make it the active model")
         self.note = QLabel(DISCLAIMER)
         self.note.setWordWrap(True)
+        self.compared = QLabel("")
+        self.compared.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Save as (model id):", self.name_edit)
         form.addRow("", self.activate_box)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.compared)
         layout.addLayout(form)
         layout.addWidget(self.note)
 
@@ -515,8 +518,9 @@ class EvaluationPage(QWizardPage):
             self.table.setItem(r, 1, QTableWidgetItem(f"{100 * new.get('per_class_recall', {}).get(name, 0):.1f}"))
             old_value = "—" if old is None else f"{100 * old['per_class_recall'][name]:.1f}"
             self.table.setItem(r, 2, QTableWidgetItem(old_value))
-        if result.get("active_title"):
-            self.table.setHorizontalHeaderLabels(["Measure", "New model", f"Active: {result['active_title']}"])
+        self.compared.setText(
+            f"Active model: {result['active_title']}" if result.get("active_title") else "No active model to compare."
+        )
         self.name_edit.setText(f"{self.owner.kind}-{datetime.now().strftime('%Y%m%d-%H%M')}")
 
     def isComplete(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import Qt
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.review_session import ReviewSession, autosave_path
@@ -99,8 +100,10 @@ def test_review_filters_and_a_classical_model(qtbot, store, image_folder: Path) 
     assert review.proxy.rowCount() == sum(item.duplicate_group is not None for item in session.items) >= 2
     review.duplicates_filter.setChecked(False)
 
-    # Sorting by confidence orders the rows by the session's numbers.
-    review.table.sortByColumn(2, review.table.horizontalHeader().sortIndicatorOrder().AscendingOrder)
+    # Rows start in the folder's natural (capture) order; sorting by confidence orders them by the session's numbers.
+    unsorted = [review.proxy.mapToSource(review.proxy.index(r, 0)).row() for r in range(review.proxy.rowCount())]
+    assert unsorted == list(range(len(session)))
+    review.table.sortByColumn(2, Qt.SortOrder.AscendingOrder)
     shown = [review.proxy.mapToSource(review.proxy.index(r, 0)).row() for r in range(review.proxy.rowCount())]
     confidences = [session.items[r].confidence for r in shown]
     assert confidences == sorted(confidences)
