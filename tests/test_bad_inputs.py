@@ -241,7 +241,7 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
-@pytest.mark.parametrize(("kind", "fmt"), [("svm", "csv"), ("svm", "json"), ("secnn", "csv")])
+@pytest.mark.parametrize(("kind", "fmt"), [("svm", "json"), ("secnn", "csv")])
 def test_classify_cli(
     corpus: tuple[Path, list[CorpusFile]], model_folders: dict[str, Path], tmp_path: Path, kind: str, fmt: str
 ) -> None:
