@@ -40,7 +40,7 @@ class AttentionPanel(QWidget):
         layout.addWidget(self.caption)
         layout.addWidget(self.stack, 1)
         self.plots: list[pg.PlotItem] = []
-        self.bars: list[pg.BarGraphItem] = []
+        self.bars: list[pg.PlotDataItem] = []
         self.averages: list[pg.PlotDataItem] = []
         self.attention: Attention | None = None
         self.stack.setCurrentWidget(self.message)
@@ -55,7 +55,7 @@ class AttentionPanel(QWidget):
         self.show_message(NOT_SE_TEXT.format(title=title))
 
     def _ensure_plots(self, names: Sequence[str], sizes: Sequence[int]) -> None:
-        current = [(p.titleLabel.text, len(b.opts["height"])) for p, b in zip(self.plots, self.bars, strict=True)]
+        current = [(p.titleLabel.text, len(b.yData)) for p, b in zip(self.plots, self.bars, strict=True)]
         if current == [(n, s) for n, s in zip(names, sizes, strict=True)]:
             return
         self.plots_widget.clear()
@@ -69,7 +69,15 @@ class AttentionPanel(QWidget):
             plot.setXRange(-1, size, padding=0)
             plot.getAxis("left").setWidth(28)
             plot.showAxis("bottom", row == len(names) - 1)
-            bars = pg.BarGraphItem(x=np.arange(size), height=np.zeros(size), width=0.8, brush=QColor("#0072B2"))
+            # One filled step curve per block: a single path to paint, not one rectangle per channel.
+            bars = pg.PlotDataItem(
+                np.arange(size + 1) - 0.5,
+                np.zeros(size),
+                stepMode="center",
+                fillLevel=0,
+                brush=QColor("#0072B2"),
+                pen=pg.mkPen("#333333", width=0.5),
+            )
             average = pg.PlotDataItem([], [], pen=pg.mkPen("#D55E00", width=1.5), stepMode=None)
             plot.addItem(bars)
             plot.addItem(average)
@@ -93,7 +101,8 @@ class AttentionPanel(QWidget):
         self._ensure_plots(attention.block_names, sizes)
         color = QColor(CLASS_COLORS[class_index]) if class_index is not None else QColor("#0072B2")
         for number, values in enumerate(attention.excitations):
-            self.bars[number].setOpts(height=np.asarray(values, float), brush=color)
+            self.bars[number].setData(np.arange(len(values) + 1) - 0.5, np.asarray(values, float))
+            self.bars[number].setBrush(color)
             if class_average is not None and number < len(class_average):
                 average = np.asarray(class_average[number], float)
                 self.averages[number].setData(np.arange(len(average)), average)

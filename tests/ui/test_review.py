@@ -45,12 +45,24 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     assert attention is not None
     assert len(review.attention_panel.bars) == len(attention.excitations) == 3
     for bars, values in zip(review.attention_panel.bars, attention.excitations, strict=True):
-        assert np.allclose(bars.opts["height"], values)
+        assert np.allclose(bars.yData, values)
     assert review.image_panel.overlay.image is not None
     assert review.image_panel.overlay.image.shape[:2] == review.image_panel.image.image.shape[:2]
     assert review.duplicates_box.isVisibleTo(review)
     captions = [review.duplicates_layout.itemAt(i).widget().text() for i in range(review.duplicates_layout.count() - 1)]
     assert captions[0].endswith("this image") and any("identical file" in c for c in captions[1:])
+
+    # The rows below are prepared in the background, so moving on to the next image shows it at once.
+    model_id = window.models.current.id
+    following = review.proxy.mapToSource(
+        review.proxy.index(review.proxy.mapFromSource(review.table_model.index(copy_row, 0)).row() + 1, 0)
+    ).row()
+    qtbot.waitUntil(lambda: (model_id, following) in review.attention_cache, timeout=30000)
+    shown: list[int] = []
+    review.details_shown.connect(shown.append)
+    review.select_row(following)
+    assert shown == [following]  # emitted before select_row returned: no worker was needed
+    review.details_shown.disconnect(shown.append)
 
     # Class averages arrive in the background and are drawn beside the image's own excitation.
     qtbot.waitUntil(lambda: bool(review.class_averages), timeout=60000)
