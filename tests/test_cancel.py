@@ -319,6 +319,26 @@ def test_ctrl_c_in_classify_keeps_the_previous_export_and_resumes(
     assert not journal.exists()
 
 
+@pytest.mark.parametrize("kind", ["svm", "rf", "color-baseline", "secnn"])
+def test_a_model_cancelled_before_its_first_checkpoint_is_never_saved(
+    images: tuple[Path, list[Path], np.ndarray], tmp_path: Path, kind: str
+) -> None:
+    """`allgui train` saves what a cancelled fit kept and relies on saving to fail when nothing was kept."""
+    from allgui.core.models.registry import create
+
+    _, paths, labels = images
+    store = ModelStore(tmp_path / "home", tmp_path / "no-shipped")
+    token = CancelToken()
+    token.cancel()
+    model = create(kind, **(TINY_SECNN if kind == "secnn" else {"image_size": 16}))
+    with pytest.raises(Cancelled):
+        model.fit(paths[::8], labels[::8], cancel=token)
+    with pytest.raises(RuntimeError):
+        store.save(model, "cancelled-model")
+    assert store.list() == []
+    assert not store.user_dir.exists() or list(store.user_dir.iterdir()) == []
+
+
 class DiskFull(OSError):
     pass
 

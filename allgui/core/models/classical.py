@@ -104,6 +104,8 @@ class SklearnImageClassifier(Classifier):
         return full_probabilities(self.pipeline, self.features(images_to_arrays(images, self.image_size)))
 
     def save_files(self, folder: Path) -> dict[str, Any]:
+        if self.pipeline is None:  # e.g. training cancelled before the fit: never store an empty model
+            raise RuntimeError(f"only a trained {self.kind} model can be saved")
         dump_pipeline(self.pipeline, folder / self.file_name)
         return {
             "input_size": [self.image_size, self.image_size],
