@@ -212,3 +212,17 @@ def test_mahalanobis_scores_far_points_higher() -> None:
     near = model.score(rng.normal(0, 1, (50, 8)))
     far = model.score(rng.normal(12, 1, (50, 8)))
     assert far.min() > near.max()
+
+
+def test_training_crops_are_the_crop_size_and_prediction_sees_the_whole_image() -> None:
+    model = SECNNClassifier(image_size=48, train_crop=32, blocks=3, width=8)
+    augment = model._augmenter()
+    torch.manual_seed(0)
+    assert {tuple(augment(torch.rand(3, 48, 48)).shape) for _ in range(10)} == {(3, 32, 32)}
+    assert model._stack([read_rgb_like(60)]).shape == (1, 3, 48, 48)
+
+
+def read_rgb_like(size: int):
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB")
