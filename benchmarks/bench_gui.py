@@ -22,7 +22,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,7 +86,10 @@ def startup(home: Path) -> dict:
 
 
 class Heartbeat:
-    """A 10 ms timer on the GUI thread; gaps between its ticks are the event loop's stalls."""
+    """A 10 ms timer on the GUI thread; gaps between its ticks are the event loop's stalls.
+
+    With ``ALLGUI_BENCH_STACKS=SECONDS`` a watchdog thread prints the GUI thread's stack during longer stalls.
+    """
 
     def __init__(self) -> None:
         from PySide6.QtCore import Qt, QTimer
@@ -95,6 +100,18 @@ class Heartbeat:
         self.timer.setInterval(10)
         self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
         self.timer.start()
+        if os.environ.get("ALLGUI_BENCH_STACKS"):
+            limit = float(os.environ["ALLGUI_BENCH_STACKS"])
+            threading.Thread(target=self._watch, args=(threading.main_thread().ident, limit), daemon=True).start()
+
+    def _watch(self, gui_thread: int | None, limit: float) -> None:
+        while True:
+            time.sleep(limit / 4)
+            if self.ticks and time.perf_counter() - self.ticks[-1] > limit:
+                frame = sys._current_frames().get(gui_thread)
+                stack = "".join(traceback.format_stack(frame)[-14:]) if frame else "?"
+                print(f"--- GUI thread stalled {time.perf_counter() - self.ticks[-1]:.1f} s in:\n{stack}", flush=True)
+                time.sleep(limit * 4)
 
     def mark(self) -> int:
         return len(self.ticks)
