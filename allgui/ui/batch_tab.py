@@ -30,7 +30,7 @@ from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.model_controller import ModelController
-from allgui.ui.workers import Task, TaskRunner
+from allgui.ui.workers import Task, TaskRunner, show_progress
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -219,8 +219,7 @@ class BatchTab(QWidget):
     def _progress(self, done: int, total: int, message: str) -> None:
         if total <= 0:
             return
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
+        show_progress(self.progress, done, total)
         elapsed = max(1e-6, time.monotonic() - self.started_at)
         rate = done / elapsed
         left = (total - done) / rate if rate > 0 else 0

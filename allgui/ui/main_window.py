@@ -30,7 +30,7 @@ from allgui import DISCLAIMER, __version__
 from allgui.core.models.store import ModelStore
 from allgui.core.settings import Settings, load_settings, save_settings
 from allgui.ui.model_controller import ModelController
-from allgui.ui.workers import TaskRunner
+from allgui.ui.workers import TaskRunner, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         )
         self.refresh_action = self._action("Re&fresh model list", self.models.refresh)
         self.cancel_action = self._action("&Cancel running work", lambda: self.runner.cancel(), "Esc")
+        self.preferences_action = self._action("&Preferences…", lambda: self.edit_preferences(), "Ctrl+,")
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
@@ -122,6 +123,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.export_action)
         file_menu.addAction(self.export_labelled_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.preferences_action)
         file_menu.addAction(self.quit_action)
         model_menu = menu.addMenu("&Model")
         model_menu.addAction(self.wizard_action)
@@ -223,7 +225,33 @@ class MainWindow(QMainWindow):
             self.show_message(f"Loading {model_id}…")
             self.models.load(model_id)
 
+    def _apply_review_threshold(self) -> None:
+        """A technician's own threshold replaces the model's (kept in its manifest) while the app runs."""
+        loaded = self.models.current
+        if loaded is None:
+            return
+        if not hasattr(loaded, "own_review"):
+            loaded.own_review = loaded.classifier.review.min_confidence
+        value = self.settings.review_threshold
+        loaded.classifier.review.min_confidence = loaded.own_review if value is None else value
+
+    def edit_preferences(self, dialog: Any = None) -> None:
+        from allgui.ui.preferences import PreferencesDialog
+
+        dialog = dialog or PreferencesDialog(self.settings, self)
+        if dialog.exec() != dialog.DialogCode.Accepted:
+            return
+        duplicates_changed, review_changed = dialog.apply()
+        self.store_settings()
+        if review_changed:
+            self._apply_review_threshold()
+            if self.review is not None and len(self.review.session):
+                self.review.start_predictions()
+        if duplicates_changed and self.review is not None:
+            self.review.refresh_duplicates()
+
     def _model_loaded(self, loaded: Any) -> None:
+        self._apply_review_threshold()  # before the tabs, connected later, classify with it
         self.settings.model_id = loaded.id
         self._fill_models(self.models.models)
         device = loaded.classifier.device_name
@@ -379,11 +407,7 @@ class MainWindow(QMainWindow):
             self.progress_bar.reset()
 
     def _progress(self, slot: str, done: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(done)
-        else:
-            self.progress_bar.setRange(0, 0)
+        show_progress(self.progress_bar, done, total)
         if message:
             self.status_label.setText(message)
 

@@ -207,7 +207,12 @@ class ReviewTab(QWidget):
         scroll.setWidget(strip)
         scroll.setWidgetResizable(True)
         scroll.setFixedHeight(170)
+        self.group_button = QPushButton("List only this group")
+        self.group_button.setCheckable(True)
+        self.group_button.setToolTip("Filter the list to this image's duplicate group")
+        self.group_button.toggled.connect(self._apply_filters)
         box_layout = QVBoxLayout(self.duplicates_box)
+        box_layout.addWidget(self.group_button)
         box_layout.addWidget(scroll)
         self.duplicates_box.setVisible(False)
         middle = QWidget()
@@ -286,15 +291,22 @@ class ReviewTab(QWidget):
         self.message.emit(f"Loaded {len(result.files)} image(s){problems}")
         if not result.files:
             return
+        self.refresh_duplicates()
+        self.start_predictions()
+
+    def refresh_duplicates(self) -> None:
+        """Hash the loaded images and group them at the current duplicate threshold (in the background)."""
+        if not len(self.session):
+            return
+        self.session.duplicate_threshold = self.settings.duplicate_threshold
         self.runner.start(
             "hash",
             hash_task,
-            list(result.files),
+            [item.path for item in self.session.items],
             self.settings.duplicate_threshold,
             on_result=self._hashed,
             on_error=self.error.emit,
         )
-        self.start_predictions()
 
     def set_session(self, session: ReviewSession) -> None:
         self.session = session
@@ -520,6 +532,8 @@ class ReviewTab(QWidget):
         others = self.session.duplicates_of(row)
         self.duplicates_box.setVisible(bool(others))
         if not others:
+            if self.group_button.isChecked():
+                self.group_button.setChecked(False)
             return
         group = self.session.items[row].duplicate_group
         self.duplicates_box.setTitle(f"Duplicate group {group + 1}: {len(others) + 1} images (pHash distance)")
@@ -578,7 +592,12 @@ class ReviewTab(QWidget):
     def _apply_filters(self) -> None:
         class_index = self.class_filter.currentIndex() - 1
         review = ("all", "flagged", "unflagged", "labelled")[self.review_filter.currentIndex()]
-        self.proxy.set_filters(None if class_index < 0 else class_index, review, self.duplicates_filter.isChecked())
+        group = None
+        if self.group_button.isChecked() and self.current_row is not None:
+            group = self.session.items[self.current_row].duplicate_group
+        self.proxy.set_filters(
+            None if class_index < 0 else class_index, review, self.duplicates_filter.isChecked(), group
+        )
         self._update_count()
 
     def _update_count(self) -> None:

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from allgui import DISCLAIMER
 from allgui.core.settings import Settings
 from allgui.ui.charts import ConfusionMatrixView, GroupedBarChart
-from allgui.ui.workers import Task, TaskRunner
+from allgui.ui.workers import Task, TaskRunner, show_progress
 
 RESULT_COLUMNS = (
     ("Experiment", None),
@@ -245,8 +245,7 @@ class TrainingTab(QWidget):
 
     def _progress(self, done: int, total: int, message: str) -> None:
         if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
+            show_progress(self.progress, done, total)
         self.progress.setFormat(message[:90] if message else "%p%")
 
     def _done(self, results: dict[str, Any]) -> None:

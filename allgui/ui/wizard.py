@@ -49,7 +49,7 @@ from allgui.core.settings import Settings, user_data_dir
 from allgui.core.splits import block_split
 from allgui.ui.charts import CurvePlot
 from allgui.ui.model_controller import ModelController
-from allgui.ui.workers import Task, TaskRunner
+from allgui.ui.workers import Task, TaskRunner, show_progress
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), acc ([\d.]+), val loss ([\d.]+), val acc ([\d.]+)")
 IMAGE_SIZE_DEFAULTS = {"secnn": 96, "cnn-hash-svm": 64, "svm": 32, "rf": 32}
@@ -255,8 +255,7 @@ class DataCheckPage(QWizardPage):
 
     def _progress(self, done: int, total: int, message: str) -> None:
         if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
+            show_progress(self.progress, done, total)
 
     def _checked(self, report: DataCheckReport) -> None:
         self.report = report
@@ -416,8 +415,7 @@ class TrainPage(QWizardPage):
     def _progress(self, done: int, total: int, message: str) -> None:
         if total <= 0:
             return
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
+        show_progress(self.progress, done, total)
         self.progress.setFormat(message[:80] or "%p%")
         elapsed = time.monotonic() - self.started
         if done > 0:

@@ -34,6 +34,20 @@ def live_pools() -> list[QThreadPool]:
     return [pool for pool in list(_POOLS) if shiboken6.isValid(pool)]
 
 
+def show_progress(bar: Any, done: int, total: int) -> None:
+    """Set a QProgressBar in whole per-mille steps: each visible change repaints the bar at once (synchronously),
+    which costs tens of milliseconds in a large window, so a bar must not be touched for every image."""
+    if total <= 0:
+        if bar.maximum() != 0:
+            bar.setRange(0, 0)
+        return
+    if bar.maximum() != 1000:
+        bar.setRange(0, 1000)
+    value = min(1000, done * 1000 // total)
+    if bar.value() != value:
+        bar.setValue(value)
+
+
 def readable_error(error: BaseException) -> str:
     """One sentence for a technician: the exception's own message, with its type only when the message is empty."""
     text = str(error).strip()

@@ -93,3 +93,42 @@ def test_closing_during_work_stops_the_workers(qtbot, store, data_dir: Path) -> 
     window.close()
     assert not window.runner.busy
     assert window.runner.pool.activeThreadCount() == 0
+
+
+def test_shortcuts_and_preferences(qtbot, store, image_folder: Path) -> None:
+    from allgui.ui.preferences import PreferencesDialog
+
+    window = open_window(qtbot, store, "test-svm")
+    assert window.open_images_action.shortcut().toString() == "Ctrl+O"
+    assert window.open_folder_action.shortcut().toString() == "Ctrl+Shift+O"
+    with qtbot.waitSignals([window.review.predictions_done, window.review.duplicates_done], timeout=120000):
+        window.open_paths([image_folder])
+    confidences = [item.confidence for item in window.review.session.items]
+
+    # A review threshold above every confidence flags every image; the duplicate threshold regroups the folder.
+    dialog = PreferencesDialog(window.settings, window)
+    dialog.own_policy.setChecked(False)
+    dialog.review.setValue(1.0)
+    dialog.threshold.setValue(0)
+    with qtbot.waitSignals([window.review.predictions_done, window.review.duplicates_done], timeout=120000):
+        window.edit_preferences(_Accepting(dialog))
+    items = window.review.session.items
+    assert all(item.needs_review for item in items)
+    assert [item.confidence for item in items] == confidences
+    assert window.review.session.duplicate_threshold == 0
+    assert load_settings().review_threshold == 1.0 and load_settings().duplicate_threshold == 0
+    close_window(qtbot, window)
+
+
+class _Accepting:
+    """Stands in for the modal run of a real dialog: its choices are set, then it is accepted."""
+
+    def __init__(self, dialog) -> None:
+        self.dialog = dialog
+        self.DialogCode = dialog.DialogCode
+
+    def exec(self):
+        return self.DialogCode.Accepted
+
+    def apply(self):
+        return self.dialog.apply()

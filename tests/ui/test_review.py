@@ -111,6 +111,13 @@ def test_review_filters_and_a_classical_model(qtbot, store, image_folder: Path) 
     review.duplicates_filter.setChecked(True)
     assert review.proxy.rowCount() == sum(item.duplicate_group is not None for item in session.items) >= 2
     review.duplicates_filter.setChecked(False)
+    grouped_row = next(i for i, item in enumerate(session.items) if item.duplicate_group is not None)
+    review.select_row(grouped_row)
+    review.group_button.setChecked(True)
+    group = session.items[grouped_row].duplicate_group
+    assert review.proxy.rowCount() == sum(item.duplicate_group == group for item in session.items) >= 2
+    review.group_button.setChecked(False)
+    assert review.proxy.rowCount() == len(session)
 
     # Rows start in the folder's natural (capture) order; sorting by confidence orders them by the session's numbers.
     unsorted = [review.proxy.mapToSource(review.proxy.index(r, 0)).row() for r in range(review.proxy.rowCount())]
