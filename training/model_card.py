@@ -76,9 +76,12 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
         f"{fit.get('fit_seconds')} s on {fit.get('device')}.",
         "",
         "## Training data and its known biases",
-        f"- {training.get('images')} images of the Taleqani Hospital release ({training.get('per_class')}), "
-        "224x224 JPEG, one Zeiss microscope at 100x, labels confirmed by flow cytometry "
-        "(Aria et al. 2021; Ghaderzadeh et al. 2022).",
+        f"- Trained on {training.get('images')} images ("
+        + ", ".join(f"{name} {count}" for name, count in (training.get("per_class") or {}).items())
+        + ") of the 2767-image Taleqani "
+        "Hospital data (224x224 JPEG, one Zeiss microscope at 100x, labels confirmed by flow cytometry; "
+        f"Aria et al. 2021, Ghaderzadeh et al. 2022); {training.get('heldout_images', 0)} later captures were "
+        "held out for the evaluation below.",
         f"- {training.get('duplicate_groups')} groups of exact or near-duplicate images (pHash distance <= 4) were "
         "kept whole on one side of every split.",
         "- Classes were imaged in separate sessions: stain colour, background tint and the corner scale-bar label "
@@ -88,9 +91,9 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
         "worked.",
         "- Only one laboratory, one scanner, one magnification. Images from anywhere else are outside what the "
         "model has seen; the OOD score exists to flag them.",
-        f"- Of these, {fit.get('validation_images')} images were the validation part and the rest were trained on. "
-        f"Validation part: {training.get('validation')}. The shipped model has therefore not learnt from the "
-        "latest captures of each class; they decided its checkpoint, temperature and review thresholds instead.",
+        f"- Of these, {fit.get('validation_images')} images ({training.get('validation')}) were the validation "
+        "part: they chose the checkpoint and fitted the temperature and review thresholds; the network's weights "
+        "learnt from the rest.",
         "",
     ]
     if heldout is None:
@@ -105,8 +108,13 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
             f"class by capture number ({split['train']} images) and testing on the last "
             f"{split['test_fraction']:.0%} ({split['heldout']} images: "
             + ", ".join(f"{CLASS_NAMES[int(k)]} {v}" for k, v in split["heldout_per_class"].items())
-            + "). These later blocks stand in for later imaging sessions. The shipped model is then trained the "
-            f"same way on all images. Run {heldout['date']}: `{heldout['command']}`.",
+            + "). These later blocks stand in for later imaging sessions"
+            + (
+                ". The figures are for the shipped weights themselves"
+                if manifest.get("training", {}).get("heldout_images")
+                else "; the shipped model was then trained the same way on every image"
+            )
+            + f". Run {heldout['date']}: `{heldout['command']}`.",
             "",
             "| metric | value | 95% CI |",
             "|---|---|---|",
@@ -201,11 +209,23 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
         "",
         "## Reproduce",
         "```",
-        "python -m training.evaluate_recipe --name heldout   # held-out figures above (training/results/heldout.json)",
-        "python -m training.train_default                    # this folder, trained on all images",
+        "python -m training.train_default         # trains this folder, measures it on the held-out blocks, "
+        "writes training/results/heldout.json and this card",
+        "python -m training.train_default --all   # the same recipe on every image (not shipped yet, see below)",
         "```",
-        "Both read the data from `ALLGUI_TEST_DATA` or `../shared/data/taleqani-all`; training is seeded and "
-        "reproducible on the CPU (one thread), and other machines reproduce the figures within noise.",
+        "The data comes from `ALLGUI_TEST_DATA` or `../shared/data/taleqani-all`. Training is seeded and "
+        "reproducible on the CPU with one thread; other machines reproduce the figures within noise. The shipped "
+        "weights come from `python -m training.evaluate_recipe --name R1` (the same recipe, split and seed), "
+        "packaged with `python -m training.train_default --reuse <that folder>` to save an hour of shared CPU.",
+        "",
+        "## Known gaps",
+        "- The accuracy, macro-F1 and Benign-recall targets are not met on held-out blocks (see above). The model "
+        "mostly reads morphology (grey-scale input costs a few points, where the colour-only baseline collapses), "
+        "but it is only slightly better than colour alone overall and clearly better on Benign.",
+        "- The shipped model has not learnt from the latest 15% of captures (kept for honest figures); `--all` "
+        "would train on them at the cost of a card measured on a sibling model.",
+        "- The OOD checks use generated and altered images; real images from other laboratories were not "
+        "available here.",
         "",
     ]
     return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The shipped SE-CNN loads, is intact, classifies real images well and flags pictures that are not smears.
+
+A regression guard: the shipped model was trained on all of the data, so accuracy here is on images it saw. The
+model card's figures come from held-out capture blocks (``training/evaluate_recipe.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from allgui.core.dataset import LabelledDataset
+from allgui.core.imageio import read_rgb
+from allgui.core.models import store
+from allgui.core.models.secnn import SECNNClassifier
+from allgui.resources import shipped_models_dir
+from training.foreign_images import generated_images
+
+FOLDER = shipped_models_dir() / "secnn-default"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> store.LoadedModel:
+    assert (FOLDER / store.MANIFEST).is_file(), f"the shipped default model is missing from {FOLDER}"
+    return store.load_model(FOLDER)
+
+
+def test_manifest_checksums_match_the_files(shipped: store.LoadedModel) -> None:
+    manifest = store.read_manifest(FOLDER)
+    files = sorted(p.name for p in FOLDER.iterdir() if p.is_file() and p.name != store.MANIFEST)
+    assert files == sorted(manifest["files"])
+    for name, digest in manifest["files"].items():
+        assert store.sha256_of(FOLDER / name) == digest, name
+    assert "MODEL_CARD.md" in manifest["files"]
+    assert manifest["kind"] == "secnn" and manifest["default"] is True
+    assert isinstance(shipped.classifier, SECNNClassifier)
+    assert shipped.classifier.review.ood_threshold is not None
+
+
+def test_shipped_models_stay_small() -> None:
+    total = sum(p.stat().st_size for p in shipped_models_dir().rglob("*") if p.is_file())
+    assert total < 50e6, f"shipped models take {total / 1e6:.1f} MB"
+
+
+def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, data_dir: Path) -> None:
+    dataset = LabelledDataset.from_folder(data_dir)
+    chosen = []
+    for label in range(4):
+        members = np.flatnonzero(dataset.labels == label)
+        # 40 consecutive captures from the middle of each class: images the shipped model trained on (its last 15%
+        # per class were its validation part, for early stopping and calibration).
+        ordered = members[np.argsort(dataset.numbers[members], kind="stable")]
+        chosen += list(ordered[len(ordered) // 2 : len(ordered) // 2 + 40])
+    images = [read_rgb(dataset.paths[i]) for i in chosen]
+    truth = dataset.labels[chosen]
+    predictions = shipped.classifier.predict(images)
+    predicted = np.array([p.predicted for p in predictions])
+    accuracy = float((predicted == truth).mean())
+    assert accuracy >= 0.99, f"accuracy {accuracy:.3f}"
+    assert f1_score(truth, predicted, average="macro") >= 0.99
+    assert float((predicted[truth == 0] == 0).mean()) >= 0.97
+    # Real smears from this laboratory are rarely sent for review.
+    assert np.mean([p.needs_review for p in predictions]) <= 0.10
+
+
+def test_generated_non_smear_images_need_review(shipped: store.LoadedModel) -> None:
+    foreign = generated_images(per_kind=5, seed=7)
+    predictions = shipped.classifier.predict([image for _, image in foreign])
+    missed = [kind for (kind, _), p in zip(foreign, predictions, strict=True) if not p.needs_review]
+    assert len(missed) <= 0.05 * len(foreign), f"not flagged: {missed}"
+
+
+def test_tampered_copy_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "secnn-default"
+    shutil.copytree(FOLDER, copy)
+    weights = copy / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(store.ModelFilesError, match="weights.pt"):
+        store.load_model(copy)
