@@ -1,0 +1,97 @@
+"""The fast SE-CNN path gives the plain path's predictions: same pixels, statistics, probabilities and review flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from allgui.core import classify
+from allgui.core.imageio import read_rgb
+from allgui.core.inference import FastSECNN, _median_colour, describe, fast_path
+from allgui.core.models import calibration
+from allgui.core.models.classical import ColorBaselineClassifier
+from allgui.core.models.secnn import SECNNClassifier
+from allgui.core.models.store import load_model, save_model
+from tests.realsubset import Subset
+
+# Two convolutions per block so that folding is tested on stacked convolutions; an odd size for the odd-count median.
+TINY = dict(image_size=33, width=8, blocks=3, convs_per_block=2, epochs=2, batch_size=16, threads=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir: Path) -> tuple[SECNNClassifier, list[Path]]:
+    subset = Subset.load(data_dir, per_class=12)
+    model = SECNNClassifier(**TINY)
+    model.fit(subset.data.paths, subset.data.labels, groups=subset.groups)
+    return model, list(subset.data.paths)
+
+
+def test_median_colour_matches_numpy_for_even_and_odd_pixel_counts() -> None:
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 32, 33, 96):
+        for _ in range(20):
+            array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            if rng.random() < 0.5:  # few distinct values: ties around the middle
+                array = (array // 64 * 64).astype(np.uint8)
+            expected = np.median(array.reshape(-1, 3), axis=0).astype(np.uint8)
+            assert np.array_equal(_median_colour(array), expected)
+
+
+def test_describe_gives_the_image_statistics_of_real_images(data_dir: Path) -> None:
+    paths = sorted(data_dir.rglob("*.jpg"))[::97]
+    model = SECNNClassifier(image_size=96)
+    arrays = np.stack([model.prepare(read_rgb(p)) for p in paths])
+    expected = calibration.image_statistics(torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous())
+    got = np.stack([describe(a).statistics for a in arrays])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
+    np.testing.assert_allclose(np.stack([describe(a).mean for a in arrays]), x.mean(dim=(2, 3)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.stack([describe(a).std for a in arrays]), x.std(dim=(2, 3)).numpy(), atol=1e-6)
+
+
+def test_fast_predictions_equal_the_plain_ones(trained: tuple[SECNNClassifier, list[Path]]) -> None:
+    model, paths = trained
+    images = [read_rgb(p) for p in paths]
+    fast = FastSECNN(model)
+    assert all(np.array_equal(fast.pixels(i), model.prepare(i)) for i in images)
+    plain, quick = model.predict(images), fast.predict(images)
+    np.testing.assert_allclose([p.probabilities for p in quick], [p.probabilities for p in plain], atol=1e-5)
+    np.testing.assert_allclose([p.ood_score for p in quick], [p.ood_score for p in plain], rtol=1e-4)
+    assert [p.predicted for p in quick] == [p.predicted for p in plain]
+    assert [p.needs_review for p in quick] == [p.needs_review for p in plain]
+    np.testing.assert_allclose(fast.predict_proba(images), model.predict_proba(images), atol=1e-5)
+    assert fast.predict([]) == [] and fast.predict_proba([]).shape == (0, 4)
+
+
+def test_fast_path_only_for_models_it_reproduces(trained: tuple[SECNNClassifier, list[Path]]) -> None:
+    model, _ = trained
+    assert isinstance(fast_path(model), FastSECNN)
+    assert fast_path(SECNNClassifier(**TINY)) is None  # untrained
+    assert fast_path(ColorBaselineClassifier()) is None
+    with_tta = SECNNClassifier(**{**TINY, "tta": True})
+    with_tta.net, with_tta.feature_ood, with_tta.image_ood = model.net, model.feature_ood, model.image_ood
+    assert fast_path(with_tta) is None
+
+
+def test_classify_rows_are_the_same_with_and_without_the_fast_path(
+    trained: tuple[SECNNClassifier, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, paths = trained
+    save_model(model, tmp_path / "model", model_id="tiny")
+    loaded = load_model(tmp_path / "model")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    files = [*paths, broken]
+    fast_rows = classify.classify_paths(files, loaded, batch_size=7)
+    monkeypatch.setattr(classify, "_fast_path", lambda loaded: None)
+    plain_rows = classify.classify_paths(files, loaded, batch_size=7)
+    assert [r["path"] for r in fast_rows] == [r["path"] for r in plain_rows]
+    assert [r["error"] for r in fast_rows] == [r["error"] for r in plain_rows] and fast_rows[-1]["error"]
+    for fast_row, plain_row in zip(fast_rows[:-1], plain_rows[:-1], strict=True):
+        assert fast_row["predicted"] == plain_row["predicted"]
+        assert fast_row["needs_review"] == plain_row["needs_review"]
+        assert fast_row["duplicate_group"] == plain_row["duplicate_group"]
+        np.testing.assert_allclose(fast_row["probabilities"], plain_row["probabilities"], atol=1e-5)
