@@ -53,6 +53,7 @@ def test_train_list_show_activate_import(small_data: Path, tmp_path: Path, isola
     assert imported.returncode == 0, imported.stderr
     assert run_cli("models", "import", outside).returncode == 2  # already in the list
 
+    assert run_cli("models", "activate", "svm-a").returncode == 0
     listing = run_cli("models", "list").stdout
     assert "* svm-a" in listing and "colleague-model" in listing and "(comparison only)" in listing
     assert run_cli("models", "activate", "colleague-model").returncode == 2  # the baseline is never active
