@@ -23,11 +23,27 @@ NOT_SE_TEXT = (
 )
 
 
+BAND = 1.25  # vertical room per SE block in the single plot (excitations lie in [0, 1])
+
+
 class AttentionPanel(QWidget):
+    """One plot, one horizontal band per SE block (top: first block); channels spread over the band's width.
+
+    A single PlotItem is made once: building one plot per block costs a second or more the first time (pyqtgraph
+    builds menus for each), which would freeze the first click.
+    """
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.stack = QStackedWidget()
         self.plots_widget = pg.GraphicsLayoutWidget()
+        self.plot: pg.PlotItem = self.plots_widget.addPlot()
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.setMouseEnabled(False, False)
+        self.plot.hideAxis("left")
+        self.plot.getAxis("bottom").setLabel("channel (spread over each block's width)")
+        self.plot.getAxis("bottom").setTicks([[(0, "first"), (1, "last")]])
         self.message = QLabel("Select an image to see the SE-CNN's channel attention.")
         self.message.setWordWrap(True)
         self.message.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -39,9 +55,12 @@ class AttentionPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
         layout.addWidget(self.stack, 1)
-        self.plots: list[pg.PlotItem] = []
+        self.layout_key: list[tuple[str, int]] = []
         self.bars: list[pg.PlotDataItem] = []
         self.averages: list[pg.PlotDataItem] = []
+        self.labels: list[pg.TextItem] = []
+        self.shown: list[np.ndarray] = []  # the excitations drawn, per block, as given
+        self.shown_averages: list[np.ndarray | None] = []
         self.attention: Attention | None = None
         self.stack.setCurrentWidget(self.message)
 
@@ -54,38 +73,38 @@ class AttentionPanel(QWidget):
     def show_not_se(self, title: str) -> None:
         self.show_message(NOT_SE_TEXT.format(title=title))
 
-    def _ensure_plots(self, names: Sequence[str], sizes: Sequence[int]) -> None:
-        current = [(p.titleLabel.text, len(b.yData)) for p, b in zip(self.plots, self.bars, strict=True)]
-        if current == [(n, s) for n, s in zip(names, sizes, strict=True)]:
+    def _offset(self, block: int) -> float:
+        return (len(self.layout_key) - 1 - block) * BAND
+
+    def _ensure_items(self, names: Sequence[str], sizes: Sequence[int]) -> None:
+        key = list(zip(names, sizes, strict=True))
+        if key == self.layout_key:
             return
-        self.plots_widget.clear()
-        self.plots, self.bars, self.averages = [], [], []
-        for row, (name, size) in enumerate(zip(names, sizes, strict=True)):
-            plot = self.plots_widget.addPlot(row=row, col=0, title=name)
-            plot.setMenuEnabled(False)
-            plot.hideButtons()
-            plot.setMouseEnabled(False, False)
-            plot.setYRange(0, 1.05, padding=0)
-            plot.setXRange(-1, size, padding=0)
-            plot.getAxis("left").setWidth(28)
-            plot.showAxis("bottom", row == len(names) - 1)
-            # One filled step curve per block: a single path to paint, not one rectangle per channel.
+        for item in [*self.bars, *self.averages, *self.labels]:
+            self.plot.removeItem(item)
+        self.bars, self.averages, self.labels = [], [], []
+        self.layout_key = key
+        for block, (name, size) in enumerate(key):
+            offset = self._offset(block)
+            # A filled step curve: one path to paint per block, not one rectangle per channel.
             bars = pg.PlotDataItem(
-                np.arange(size + 1) - 0.5,
-                np.zeros(size),
+                np.linspace(0, 1, size + 1),
+                np.full(size, offset),
                 stepMode="center",
-                fillLevel=0,
+                fillLevel=offset,
                 brush=QColor("#0072B2"),
                 pen=pg.mkPen("#333333", width=0.5),
             )
-            average = pg.PlotDataItem([], [], pen=pg.mkPen("#D55E00", width=1.5), stepMode=None)
-            plot.addItem(bars)
-            plot.addItem(average)
-            self.plots.append(plot)
+            average = pg.PlotDataItem([], [], pen=pg.mkPen("#D55E00", width=1.5))
+            label = pg.TextItem(f"{name}", anchor=(0, 0), color="k")
+            label.setPos(0, offset + BAND - 0.02)
+            for item in (bars, average, label):
+                self.plot.addItem(item)
             self.bars.append(bars)
             self.averages.append(average)
-        if self.plots:
-            self.plots[-1].setLabel("bottom", "channel")
+            self.labels.append(label)
+        self.plot.setXRange(0, 1, padding=0.01)
+        self.plot.setYRange(0, len(key) * BAND, padding=0.01)
 
     def set_attention(
         self,
@@ -98,19 +117,26 @@ class AttentionPanel(QWidget):
         """Bars: this image's excitation per channel; orange line: the mean over loaded images of its class."""
         self.attention = attention
         sizes = [len(e) for e in attention.excitations]
-        self._ensure_plots(attention.block_names, sizes)
+        self._ensure_items(attention.block_names, sizes)
         color = QColor(CLASS_COLORS[class_index]) if class_index is not None else QColor("#0072B2")
-        for number, values in enumerate(attention.excitations):
-            self.bars[number].setData(np.arange(len(values) + 1) - 0.5, np.asarray(values, float))
-            self.bars[number].setBrush(color)
-            if class_average is not None and number < len(class_average):
-                average = np.asarray(class_average[number], float)
-                self.averages[number].setData(np.arange(len(average)), average)
+        self.shown, self.shown_averages = [], []
+        for block, values in enumerate(attention.excitations):
+            values = np.asarray(values, float)
+            offset = self._offset(block)
+            self.bars[block].setData(np.linspace(0, 1, len(values) + 1), values + offset)
+            self.bars[block].setBrush(color)
+            self.shown.append(values)
+            if class_average is not None and block < len(class_average):
+                average = np.asarray(class_average[block], float)
+                centres = (np.arange(len(average)) + 0.5) / len(average)
+                self.averages[block].setData(centres, average + offset)
+                self.shown_averages.append(average)
             else:
-                self.averages[number].setData([], [])
+                self.averages[block].setData([], [])
+                self.shown_averages.append(None)
         if class_average is None:
             note = "class average: computing…" if class_name else ""
         else:
             note = f"orange line: mean excitation of {average_count} loaded image(s) predicted {class_name}"
-        self.caption.setText(f"SE channel excitation per block (bars: this image). {note}")
+        self.caption.setText(f"SE channel excitation (0-1) per block; bars: this image. {note}")
         self.stack.setCurrentWidget(self.plots_widget)

@@ -173,7 +173,7 @@ class ReviewTab(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         # Fixed widths: fitting columns to their contents re-reads every row on each update (seconds at 3000 rows).
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate((210, 90, 75, 75, 80, 150, 200)):
+        for column, width in enumerate((195, 85, 72, 72, 85, 140, 200)):
             self.table.setColumnWidth(column, width)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.selectionModel().currentRowChanged.connect(self._current_changed)
@@ -234,7 +234,7 @@ class ReviewTab(QWidget):
         self.splitter.addWidget(left)
         self.splitter.addWidget(middle)
         self.splitter.addWidget(right)
-        self.splitter.setSizes([380, 520, 420])
+        self.splitter.setSizes([470, 520, 430])
         layout = QVBoxLayout(self)
         layout.addWidget(self.splitter)
 

@@ -35,15 +35,15 @@ def live_pools() -> list[QThreadPool]:
 
 
 def show_progress(bar: Any, done: int, total: int) -> None:
-    """Set a QProgressBar in whole per-mille steps: each visible change repaints the bar at once (synchronously),
-    which costs tens of milliseconds in a large window, so a bar must not be touched for every image."""
+    """Set a QProgressBar in whole percent: each visible change repaints the bar at once (synchronously), which
+    costs milliseconds to tens of milliseconds while workers hold the GIL, so a bar must not follow every image."""
     if total <= 0:
         if bar.maximum() != 0:
             bar.setRange(0, 0)
         return
-    if bar.maximum() != 1000:
-        bar.setRange(0, 1000)
-    value = min(1000, done * 1000 // total)
+    if bar.maximum() != 100:
+        bar.setRange(0, 100)
+    value = min(100, done * 100 // total)
     if bar.value() != value:
         bar.setValue(value)
 

@@ -43,9 +43,11 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     assert np.allclose(review.probability_chart.values, session.items[copy_row].probabilities)
     attention = review.attention_panel.attention
     assert attention is not None
-    assert len(review.attention_panel.bars) == len(attention.excitations) == 3
-    for bars, values in zip(review.attention_panel.bars, attention.excitations, strict=True):
-        assert np.allclose(bars.yData, values)
+    panel = review.attention_panel
+    assert len(panel.bars) == len(attention.excitations) == 3
+    for block, values in enumerate(attention.excitations):
+        assert np.allclose(panel.shown[block], values)
+        assert np.allclose(panel.bars[block].yData - panel._offset(block), values)
     assert review.image_panel.overlay.image is not None
     assert review.image_panel.overlay.image.shape[:2] == review.image_panel.image.image.shape[:2]
     assert review.duplicates_box.isVisibleTo(review)
@@ -70,8 +72,9 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     review.select_row(copy_row)
     average, count = review.class_averages[predicted]
     assert count == sum(item.predicted == predicted for item in session.items)
+    assert np.allclose(review.attention_panel.shown_averages[0], average[0])
     x, y = review.attention_panel.averages[0].getData()
-    assert np.allclose(y, average[0])
+    assert np.allclose(y - review.attention_panel._offset(0), average[0])
 
     # The technician corrects one image and confirms another; the labels are saved beside the results.
     review.label_current((predicted + 1) % 4)
