@@ -47,6 +47,9 @@ def _utf8_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    from allgui.selftest import ensure_std_streams
+
+    ensure_std_streams()  # a windowed frozen app has no console streams
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--self-test"]:
         from allgui.selftest import main as self_test
