@@ -80,6 +80,7 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from allgui.core.models.store import ModelStore
+    from allgui.core.scan import natural_key
     from allgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -91,7 +92,7 @@ def main() -> int:
     # A review folder: real images of every class, with neighbouring captures (near-duplicates in this release).
     review_folder = work / "smears"
     review_folder.mkdir()
-    for path in pick(args.data, 8, offset=2) + sorted((args.data / "Pro").iterdir())[:12]:
+    for path in pick(args.data, 8, offset=2) + sorted((args.data / "Pro").iterdir(), key=natural_key)[:12]:
         shutil.copy(path, review_folder / path.name)
 
     window = MainWindow(store=store)
@@ -146,11 +147,12 @@ def main() -> int:
 
     wizard = window.open_wizard()
     wizard.resize(1000, 720)
+    # Consecutive captures, unequal per class: the data check then has duplicates and imbalance to report.
     labelled = work / "labelled"
-    for path in pick(args.data, 30, offset=4):
-        target = labelled / path.parent.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
+    for folder, count in (("Benign", 25), ("Early", 45), ("Pre", 40), ("Pro", 45)):
+        (labelled / folder).mkdir(parents=True)
+        for path in sorted((args.data / folder).iterdir(), key=natural_key)[:count]:
+            shutil.copy(path, labelled / folder / path.name)
     wizard.set_folder(labelled)
     wizard.next()
     wait(app, lambda: wizard.check_page.report is not None, 300, "the data check")
@@ -158,8 +160,8 @@ def main() -> int:
     wizard.next()
     page = wizard.model_page
     page.kind_combo.setCurrentIndex(page.kind_combo.findData("secnn"))
-    page.epochs.setValue(8)
-    page.image_size.setValue(48)
+    page.epochs.setValue(12)
+    page.image_size.setValue(64)
     wizard.next()
     wait(app, wizard.train_page.isComplete, 900, "the wizard's training")
     wizard.grab().save(str(OUT / "wizard-training.png"))

@@ -49,7 +49,7 @@ class ClassBarChart(pg.PlotWidget):
         self.values = np.zeros(len(CLASS_NAMES)) if values is None else np.asarray(values, dtype=float)
         self.bars.setOpts(height=self.values)
         top = 1.0 if self.fixed_unit_range else max(1.0, float(self.values.max(initial=0)) * 1.15)
-        self.setYRange(0, top * 1.08, padding=0)
+        self.setYRange(0, top * 1.15, padding=0)  # room for the value labels
         for index, label in enumerate(self.labels):
             label.setText("" if values is None else fmt.format(self.values[index]))
             label.setPos(index, self.values[index] + top * 0.01)

@@ -72,7 +72,7 @@ class ReviewTableModel(QAbstractTableModel):
         if column == "Review":
             return "⚑ review" if item.needs_review else ""
         if column == "Duplicate":
-            return "" if item.duplicate_group is None else f"⧉ group {item.duplicate_group + 1}"
+            return "" if item.duplicate_group is None else f"dup {item.duplicate_group + 1}"
         if column == "Label":
             return "" if item.label is None else f"{CLASS_NAMES[item.label]} ({item.status})"
         return item.error or ""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -231,6 +232,7 @@ class DataCheckPage(QWizardPage):
         self.advice.setWordWrap(True)
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))  # the report is a table
         layout = QVBoxLayout(self)
         layout.addWidget(self.progress)
         layout.addWidget(self.advice)

@@ -35,7 +35,7 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     group = session.items[copy_row].duplicate_group
     assert group is not None
     badge = review.table_model.index(copy_row, 4).data()
-    assert badge == f"⧉ group {group + 1}"
+    assert badge == f"dup {group + 1}"
 
     # Selecting an image shows its probabilities, its attention per SE block, the heat map and its duplicates.
     with qtbot.waitSignal(review.details_shown, timeout=30000, check_params_cb=lambda row: row == copy_row):
