@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,21 @@ def hash_task(task: Task, paths: Sequence[Path], threshold: int) -> tuple[list, 
     return records, find_groups(records, threshold)
 
 
+def batch_predict(classifier: Classifier) -> Any:
+    """The SE-CNN's fast batched path (allgui.core.inference, same predictions) where it applies, else ``predict``."""
+    if "allgui.core.models.secnn" in sys.modules:  # only then can the classifier be an SE-CNN; spares torch otherwise
+        from allgui.core.inference import fast_path
+
+        fast = fast_path(classifier)
+        if fast is not None:
+            return fast.predict
+    return classifier.predict
+
+
 def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> int:
     """Predict in batches; each image becomes ``(index, prediction, None)`` or ``(index, None, error)``."""
     total = len(paths)
+    predict = batch_predict(classifier)
     for start in range(0, total, BATCH):
         check(task.cancel)
         images, indices = [], []
@@ -72,7 +85,7 @@ def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> i
             except ImageReadError as error:
                 task.partial((index, None, error.reason))
         if images:
-            for index, prediction in zip(indices, classifier.predict(images), strict=True):
+            for index, prediction in zip(indices, predict(images), strict=True):
                 task.partial((index, prediction, None))
         done = min(start + BATCH, total)
         task.progress(done, total, f"classified {done} of {total} images")
