@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -14,6 +15,7 @@ from PySide6.QtCore import QThreadPool
 from allgui.core.dataset import LabelledDataset
 from allgui.core.models import registry
 from allgui.core.models.store import ModelStore, save_model
+from allgui.resources import shipped_models_dir
 from allgui.ui.workers import live_pools
 
 # Sizes that train in seconds on two cores; the models are poor, the code paths are the real ones.
@@ -31,12 +33,26 @@ def spread(dataset: LabelledDataset, per_class: int, offset: int = 0) -> Labelle
     return dataset.subset(keep)
 
 
+# The shipped models the tests use under their own ids (copies: a test may damage its store's files).
+SHIPPED = {"test-svm": ("svm-taleqani", "svm", SVM_OPTIONS), "test-secnn": ("secnn-default", "secnn", SECNN_OPTIONS)}
+
+
 @pytest.fixture(scope="session")
 def ui_models(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding a tiny SVM and a tiny SE-CNN, trained once on real images (used as the 'shipped' models)."""
+    """A folder holding an SVM and an SE-CNN (used as the store's 'shipped' models): copies of the shipped models,
+    or, in a checkout without them, tiny ones trained here on real images."""
     folder = tmp_path_factory.mktemp("ui-models")
-    training = spread(LabelledDataset.from_folder(data_dir), 10)
-    for model_id, kind, options in (("test-svm", "svm", SVM_OPTIONS), ("test-secnn", "secnn", SECNN_OPTIONS)):
+    training: LabelledDataset | None = None
+    for model_id, (shipped_id, kind, options) in SHIPPED.items():
+        source = shipped_models_dir() / shipped_id
+        if (source / "manifest.json").is_file():
+            shutil.copytree(source, folder / model_id)
+            manifest_path = folder / model_id / "manifest.json"
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest.update(id=model_id, title=f"Test {kind} (shipped {shipped_id})", default=False)
+            manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            continue
+        training = training or spread(LabelledDataset.from_folder(data_dir), 10)
         model = registry.create(kind, **options)
         model.fit(training.paths, training.labels)
         save_model(model, folder / model_id, model_id=model_id, title=f"Test {kind}")
