@@ -75,7 +75,7 @@ class ModelController(QObject):
         return self.torch_device or "GPU if available"
 
     def probe_devices(self) -> None:
-        self.runner.start("devices", _probe_torch_device, on_result=self._devices_probed)
+        self.runner.start("devices", _probe_torch_device, on_result=self._devices_probed, background=True)
 
     def _devices_probed(self, label: str) -> None:
         self.torch_device = label
@@ -84,7 +84,9 @@ class ModelController(QObject):
     def load(self, model_id: str | None = None) -> None:
         """Load ``model_id`` (None: the store's active model); the current model stays until the new one is ready."""
         self.loading.emit(model_id or "")
-        self.runner.start("model", _load, self.store, model_id, on_result=self._loaded, on_error=self._failed)
+        self.runner.start(
+            "model", _load, self.store, model_id, on_result=self._loaded, on_error=self._failed, background=True
+        )
 
     def _loaded(self, result: tuple[LoadedModel, list[str]]) -> None:
         loaded, notices = result

@@ -169,7 +169,9 @@ class TrainingTab(QWidget):
         layout.addWidget(splitter, 1)
 
     def load_experiments(self) -> None:
-        self.runner.start("experiments", load_specs, on_result=self.set_experiments, on_error=self.error.emit)
+        self.runner.start(
+            "experiments", load_specs, on_result=self.set_experiments, on_error=self.error.emit, background=True
+        )
 
     def set_experiments(self, specs: list[Any]) -> None:
         self.experiment_list.clear()

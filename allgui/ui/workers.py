@@ -112,6 +112,7 @@ class Worker(QRunnable):
         self.task = Task(self.signals)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = False
+        self.background = False
         self.on_stopped: list[Callable[[], None]] = []  # the view's on_cancelled/on_finished, for a user's cancel
 
     def run(self) -> None:
@@ -163,14 +164,20 @@ class TaskRunner(QObject):
         on_error: Callable[[str], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
         on_finished: Callable[[], None] | None = None,
+        background: bool = False,
         **kwargs: Any,
     ) -> Worker:
-        """Run ``fn(task, *args, **kwargs)`` in slot ``slot``, cancelling the slot's previous task first."""
+        """Run ``fn(task, *args, **kwargs)`` in slot ``slot``, cancelling the slot's previous task first.
+
+        ``background`` work (loading the model, probing devices) is not the user's to cancel: the Cancel button
+        and Esc leave it running, and it shows no Cancel button of its own.
+        """
         if self._closed:
             raise RuntimeError("the window is closing; no new tasks")
         self.cancel(slot, notify=False)  # replaced, not stopped by the user: the view is about to start afresh
         worker = Worker(fn, *args, **kwargs)
         worker.on_stopped = [c for c in (on_cancelled, on_finished) if c is not None]
+        worker.background = background
         self._current[slot] = worker
         self._running.add(worker)
         signals = worker.signals
@@ -197,24 +204,30 @@ class TaskRunner(QObject):
                 del self._current[slot]
                 if on_finished is not None and not self._closed:
                     on_finished()
-            self.busy_changed.emit(self.busy)
+            self.busy_changed.emit(self.user_busy)
 
         signals.finished.connect(finished, queued)
         self.pool.start(worker)
-        self.busy_changed.emit(True)
+        self.busy_changed.emit(self.user_busy)
         return worker
 
     @property
     def busy(self) -> bool:
+        """Any task running, background work included."""
         return bool(self._current)
+
+    @property
+    def user_busy(self) -> bool:
+        """A task the user started (and may cancel) is running."""
+        return any(not worker.background for worker in self._current.values())
 
     def is_running(self, slot: str) -> bool:
         return slot in self._current
 
     def cancel(self, slot: str | None = None, notify: bool = True) -> None:
-        """Cancel one slot's task, or every task. The view hears ``on_cancelled`` and ``on_finished`` at once
-        (with ``notify``); whatever the stopped task still emits is dropped."""
-        slots = list(self._current) if slot is None else [slot]
+        """Cancel one slot's task, or every task the user started. The view hears ``on_cancelled`` and
+        ``on_finished`` at once (with ``notify``); whatever the stopped task still emits is dropped."""
+        slots = [name for name, w in self._current.items() if not w.background] if slot is None else [slot]
         stopped = []
         for name in slots:
             worker = self._current.pop(name, None)
@@ -222,7 +235,7 @@ class TaskRunner(QObject):
                 worker.task.cancel.cancel()
                 stopped.append(worker)
         if stopped:
-            self.busy_changed.emit(self.busy)
+            self.busy_changed.emit(self.user_busy)
         if notify and not self._closed:
             for worker in stopped:
                 for callback in worker.on_stopped:

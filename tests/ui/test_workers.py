@@ -70,3 +70,16 @@ def test_shutdown_cancels_and_waits(qtbot) -> None:
     time.sleep(0.05)
     assert runner.shutdown(5000)
     assert worker.done and worker.task.cancel.cancelled
+
+
+def test_cancel_all_leaves_background_work_running(qtbot) -> None:
+    runner = TaskRunner()
+    results: list[int] = []
+    stopped: list[str] = []
+    runner.start("model", _count, 40, 0.005, on_result=results.append, background=True)
+    runner.start("batch", _count, 100_000, 0.001, on_cancelled=lambda: stopped.append("batch"))
+    assert runner.user_busy
+    runner.cancel()  # the status bar's Cancel button / Esc
+    assert stopped == ["batch"] and not runner.user_busy and runner.is_running("model")
+    qtbot.waitUntil(lambda: results == [40], timeout=10000)
+    assert runner.shutdown()
