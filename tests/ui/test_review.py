@@ -88,6 +88,16 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
 
     exported = window.export_labelled(isolated_home / "corrected")
     assert sum(1 for _ in exported.rglob("*.jpg")) == 2
+    # The wizard can start from the corrected images.
+    wizard = window.open_wizard()
+    wizard.folder_page.corrections_button.click()
+    corrected = Path(wizard.folder_page.folder_edit.text())
+    assert corrected.parent == isolated_home / "corrections"
+    assert sorted(p.name for p in corrected.rglob("*.jpg")) == sorted(
+        session.items[i].path.name for i in (copy_row, other)
+    )
+    assert set(wizard.folder_page.combos) == {p.name for p in corrected.iterdir() if p.is_dir()}
+    wizard.reject()
     csv_path = window.export_results(isolated_home / "review.csv")
     assert csv_path.read_text(encoding="utf-8").startswith("# For research and laboratory review; not a diagnosis.")
     close_window(qtbot, window)
