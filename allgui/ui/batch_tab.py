@@ -33,6 +33,7 @@ from allgui.ui.model_controller import ModelController
 from allgui.ui.workers import Task, TaskRunner, show_progress
 
 Index = QModelIndex | QPersistentModelIndex
+SUMMARY_INTERVAL = 0.5  # seconds between updates of the per-class chart while rows arrive
 
 
 def batch_task(task: Task, loaded: LoadedModel, folder: Path) -> list[dict[str, Any]]:
@@ -111,6 +112,7 @@ class BatchTab(QWidget):
         super().__init__(parent)
         self.runner, self.models, self.settings = runner, models, settings
         self.started_at = 0.0
+        self.summary_at = 0.0
         self.model_id = ""
         self.cancelled = False
 
@@ -141,6 +143,9 @@ class BatchTab(QWidget):
         self.table.setModel(self.table_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setDefaultSectionSize(22)
+        # Fixed row heights: rows arrive by the hundred and must not be measured one by one.
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setColumnWidth(0, 360)
@@ -214,7 +219,10 @@ class BatchTab(QWidget):
 
     def _rows(self, rows: list[dict[str, Any]]) -> None:
         self.table_model.append(rows)
-        self._update_summary()
+        now = time.monotonic()
+        if now - self.summary_at >= SUMMARY_INTERVAL:  # a chart repaint per batch of rows would stall the loop
+            self.summary_at = now
+            self._update_summary()
 
     def _progress(self, done: int, total: int, message: str) -> None:
         if total <= 0:
@@ -247,6 +255,7 @@ class BatchTab(QWidget):
         self.finished.emit(count)
 
     def _cancelled(self) -> None:
+        self._update_summary()
         if not self.cancelled:
             self.cancelled = True
             self.rate_label.setText(f"cancelled after {len(self.table_model.rows)} images")

@@ -34,13 +34,24 @@ def live_pools() -> list[QThreadPool]:
     return [pool for pool in list(_POOLS) if shiboken6.isValid(pool)]
 
 
+BAR_INTERVAL = 0.5  # seconds between progress-bar updates
+
+
 def show_progress(bar: Any, done: int, total: int) -> None:
-    """Set a QProgressBar in whole percent: each visible change repaints the bar at once (synchronously), which
-    costs milliseconds to tens of milliseconds while workers hold the GIL, so a bar must not follow every image."""
+    """Set a QProgressBar at most twice a second, in whole percent (and always at the end).
+
+    Each visible change of a QProgressBar repaints it at once, synchronously, which can take tens of milliseconds
+    while workers hold the GIL; following every image would stall the event loop.
+    """
     if total <= 0:
         if bar.maximum() != 0:
             bar.setRange(0, 0)
         return
+    now = time.monotonic()
+    finished = done >= total
+    if not finished and now - getattr(bar, "_allgui_shown_at", 0.0) < BAR_INTERVAL and bar.maximum() == 100:
+        return
+    bar._allgui_shown_at = now
     if bar.maximum() != 100:
         bar.setRange(0, 100)
     value = min(100, done * 100 // total)
