@@ -45,6 +45,13 @@ def batch_task(task: Task, loaded: LoadedModel, folder: Path) -> list[dict[str, 
     )
 
 
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
 class RowsModel(QAbstractTableModel):
     """Rows with the columns of ``allgui classify``; appended to while a batch runs."""
 
@@ -53,6 +60,7 @@ class RowsModel(QAbstractTableModel):
         self.columns = columns
         self.rows: list[dict[str, Any]] = []  # as classify returns them (what the export writes)
         self.flat: list[dict[str, Any]] = []  # the exported columns, for display
+        self.root: Path | None = None
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self.rows)
@@ -71,6 +79,8 @@ class RowsModel(QAbstractTableModel):
         row = self.flat[index.row()]
         value = row.get(self.columns[index.column()])
         if role == Qt.ItemDataRole.DisplayRole:
+            if self.columns[index.column()] == "path" and self.root is not None:
+                return _relative(str(value), self.root)  # the folder is in the box above; full path in the tooltip
             if isinstance(value, float):
                 return f"{value:.3f}"
             if isinstance(value, bool):
@@ -149,7 +159,6 @@ class BatchTab(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setColumnWidth(0, 360)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # the file name matters more than the folder
         self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
         self.summary_label = QLabel("")
         right = QWidget()
@@ -191,6 +200,7 @@ class BatchTab(QWidget):
             return False
         self.folder_edit.setText(str(folder))
         self.table_model.clear()
+        self.table_model.root = folder
         self.summary.set_values(None)
         self.model_id = loaded.id
         self.cancelled = False

@@ -41,6 +41,7 @@ def test_batch_fills_the_table_and_exports(qtbot, store, image_folder: Path, tmp
     header = [model.headerData(i, Qt.Orientation.Horizontal) for i in range(model.columnCount())]
     assert header == list(classify.COLUMNS)
     first_good = next(i for i, r in enumerate(rows) if not r.get("error"))
+    assert model.index(first_good, 0).data() == str(Path(rows[first_good]["path"]).relative_to(folder))
     assert model.index(first_good, 1).data() == rows[first_good]["predicted"]
     assert model.index(first_good, 2).data() == f"{rows[first_good]['probabilities'][0]:.3f}"
     predicted = [r["predicted"] for r in rows if not r.get("error")]
