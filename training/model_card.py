@@ -215,8 +215,9 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
         "```",
         "The data comes from `ALLGUI_TEST_DATA` or `../shared/data/taleqani-all`. Training is seeded and "
         "reproducible on the CPU with one thread; other machines reproduce the figures within noise. The shipped "
-        "weights come from `python -m training.evaluate_recipe --name R1` (the same recipe, split and seed), "
-        "packaged with `python -m training.train_default --reuse <that folder>` to save an hour of shared CPU.",
+        "weights come from a `python -m training.evaluate_recipe` run with the same recipe, split and seed, "
+        "packaged with `python -m training.train_default --reuse <its folder>` (the run command above) to save an "
+        "hour of shared CPU; `train_default` without `--reuse` trains the same weights itself.",
         "",
         "## Known gaps",
         "- The accuracy, macro-F1 and Benign-recall targets are not met on held-out blocks (see above). The model "
