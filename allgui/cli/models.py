@@ -59,7 +59,8 @@ def _list(store: object) -> int:
     active = store.active_id()
     print(f"  {'id':<34} {'kind':<15} {'source':<8} {'created':<26} {'accuracy':>8}  title")
     for m in models:
-        accuracy = m.manifest.get("metrics", {}).get("accuracy")
+        metrics = m.manifest.get("metrics") or {}
+        accuracy = metrics.get("accuracy", (metrics.get("heldout") or {}).get("accuracy"))
         shown = f"{100 * accuracy:.1f}%" if isinstance(accuracy, int | float) else "-"
         note = "" if m.offered else "  (comparison only)"
         mark = "*" if m.id == active else " "
