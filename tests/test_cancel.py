@@ -27,9 +27,9 @@ from allgui.core import hashing
 from allgui.core.classify import JournalMismatchError, classify_paths
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
-from allgui.core.models import features, torch_device
+from allgui.core.models import classical, features, torch_device
 from allgui.core.models import secnn as secnn_module
-from allgui.core.models.classical import SVMClassifier
+from allgui.core.models.classical import RFClassifier, SVMClassifier
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import ModelStore, load_model, save_model
 from allgui.core.models.torch_device import DeviceWarning, choose_device
@@ -156,6 +156,58 @@ def test_cancel_classical_training_while_reading(
     # Images are read 16 at a time between checks, and nothing is fitted afterwards.
     assert len(read_after) <= 16
     assert fitted_after == [] and model.pipeline is None
+
+
+def test_cancel_svm_grid_search_stops_after_one_fold(
+    images: tuple[Path, list[Path], np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, paths, labels = images
+    fits: list[int] = []
+    real_fit = classical.Pipeline.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(1)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(classical.Pipeline, "fit", counting_fit)
+    options = {"image_size": 16, "pca_components": 8, "C": [0.1, 1.0, 10.0], "cv_folds": 3}
+    SVMClassifier(**options).fit(paths, labels)
+    uncancelled = len(fits)
+    assert uncancelled == 3 * 3 + 1  # every grid point on every fold, and the refit
+
+    fits.clear()
+    token = CancelToken()
+    model = SVMClassifier(**options)
+    # Cancel once the images are read, as a user pressing Cancel while the grid search starts.
+    with pytest.raises(Cancelled):
+        model.fit(
+            paths,
+            labels,
+            progress=lambda done, total, message: message.startswith("fitting") and token.cancel(),
+            cancel=token,
+        )
+    assert len(fits) == 1 and model.pipeline is None
+
+
+def test_cancel_random_forest_stops_between_chunks_of_trees(
+    images: tuple[Path, list[Path], np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, paths, labels = images
+    token = CancelToken()
+    grown: list[int] = []
+    real_fit = classical.RandomForestClassifier.fit
+
+    def fit_then_cancel(self, *args, **kwargs):
+        result = real_fit(self, *args, **kwargs)
+        grown.append(len(self.estimators_))
+        token.cancel()  # the user presses Cancel while the first chunk of trees grows
+        return result
+
+    monkeypatch.setattr(classical.RandomForestClassifier, "fit", fit_then_cancel)
+    model = RFClassifier(image_size=16, pca_components=8, n_estimators=100)
+    with pytest.raises(Cancelled):
+        model.fit(paths, labels, cancel=token)
+    assert grown == [20] and model.pipeline is None
 
 
 def test_cancel_secnn_training_stops_within_a_batch_and_keeps_the_active_model(

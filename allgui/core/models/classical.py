@@ -20,6 +20,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import get_scorer
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -73,9 +74,18 @@ class SklearnImageClassifier(Classifier):
 
     @abstractmethod
     def fit_arrays(
-        self, arrays: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, log: LogCallback
+        self,
+        arrays: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray | None,
+        log: LogCallback,
+        cancel: CancelToken | None = None,
     ) -> dict[str, Any]:
-        """Fit ``self.pipeline`` on decoded training images; return the fit summary."""
+        """Fit ``self.pipeline`` on decoded training images; return the fit summary.
+
+        Long fits check ``cancel`` between their steps (grid-search folds, chunks of trees), so a cancel stops a
+        training within a step of a second or two rather than at the end of the fit.
+        """
 
     def fit(
         self,
@@ -91,7 +101,7 @@ class SklearnImageClassifier(Classifier):
         check(cancel)
         if progress is not None:
             progress(len(paths), len(paths), f"fitting {self.kind}")
-        summary = self.fit_arrays(arrays, np.asarray(labels, dtype=int), groups, log or (lambda _: None))
+        summary = self.fit_arrays(arrays, np.asarray(labels, dtype=int), groups, log or (lambda _: None), cancel)
         self.pipeline = canonical(self.pipeline)
         check(cancel)
         return summary
@@ -145,7 +155,9 @@ class SVMClassifier(SklearnImageClassifier):
     def features(self, arrays: np.ndarray) -> np.ndarray:
         return pixel_features(arrays)
 
-    def make_search(self, labels: np.ndarray, n_features: int, grouped: bool) -> GridSearchCV:
+    def make_search(
+        self, labels: np.ndarray, n_features: int, grouped: bool, cancel: CancelToken | None = None
+    ) -> GridSearchCV:
         seed = int(self.options["seed"])
         folds = int(self.options["cv_folds"])
         fold_size = len(labels) - int(np.ceil(len(labels) / folds))  # smallest training fold, roughly
@@ -165,13 +177,25 @@ class SVMClassifier(SklearnImageClassifier):
             "svc__estimator__C": list(self.options["C"]),
             "svc__estimator__gamma": list(self.options["gamma"]),
         }
-        return GridSearchCV(pipeline, grid, scoring="f1_macro", cv=splitter, refit=True, n_jobs=1)
+        f1_macro = get_scorer("f1_macro")
+
+        def score(estimator: Any, features: np.ndarray, labels: np.ndarray) -> float:
+            check(cancel)  # runs after every fold's fit: the grid search's cancel point
+            return f1_macro(estimator, features, labels)
+
+        # error_score="raise" lets Cancelled out of the search instead of scoring the fold as failed.
+        return GridSearchCV(pipeline, grid, scoring=score, cv=splitter, refit=True, n_jobs=1, error_score="raise")
 
     def fit_arrays(
-        self, arrays: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, log: LogCallback
+        self,
+        arrays: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray | None,
+        log: LogCallback,
+        cancel: CancelToken | None = None,
     ) -> dict[str, Any]:
         features = self.features(arrays)
-        search = self.make_search(labels, features.shape[1], groups is not None)
+        search = self.make_search(labels, features.shape[1], groups is not None, cancel)
         log(f"svm: grid search over {search.param_grid} with {search.cv.get_n_splits()} grouped folds")
         search.fit(features, labels, groups=groups)
         self.last_search = search
@@ -196,31 +220,40 @@ class RFClassifier(SklearnImageClassifier):
         return pixel_features(arrays)
 
     def fit_arrays(
-        self, arrays: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, log: LogCallback
+        self,
+        arrays: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray | None,
+        log: LogCallback,
+        cancel: CancelToken | None = None,
     ) -> dict[str, Any]:
         seed = int(self.options["seed"])
         # Augment the training images only; the held-out images are never seen here.
         augmented, augmented_labels = dihedral_augment(arrays, labels, int(self.options["augment_copies"]))
         features = self.features(augmented)
         components = max(2, min(int(self.options["pca_components"]), len(features) - 1, features.shape[1]))
-        self.pipeline = Pipeline(
-            [
-                ("pca", PCA(n_components=components, random_state=seed)),
-                ("smote", SMOTE(k_neighbors=smote_neighbours(augmented_labels), random_state=seed)),
-                (
-                    "rf",
-                    RandomForestClassifier(
-                        n_estimators=int(self.options["n_estimators"]),
-                        min_samples_leaf=int(self.options["min_samples_leaf"]),
-                        random_state=seed,
-                        n_jobs=2,
-                    ),
-                ),
-            ]
-        )
         log(f"rf: {len(arrays)} training images -> {len(augmented)} with flips/rotations")
-        self.pipeline.fit(features, augmented_labels)
-        self.pipeline.named_steps["rf"].n_jobs = 1  # saved models predict single-threaded unless told otherwise
+        # The pipeline's steps are fitted one by one (as Pipeline.fit would) so that the forest can grow in chunks
+        # of trees with a cancel check between them; warm_start gives the same trees as one fit.
+        pca = PCA(n_components=components, random_state=seed)
+        smote = SMOTE(k_neighbors=smote_neighbours(augmented_labels), random_state=seed)
+        reduced = pca.fit_transform(features)
+        check(cancel)
+        resampled, resampled_labels = smote.fit_resample(reduced, augmented_labels)
+        total = int(self.options["n_estimators"])
+        forest = RandomForestClassifier(
+            n_estimators=0,
+            min_samples_leaf=int(self.options["min_samples_leaf"]),
+            random_state=seed,
+            n_jobs=2,
+            warm_start=True,
+        )
+        while forest.n_estimators < total:
+            check(cancel)
+            forest.n_estimators = min(total, forest.n_estimators + 20)
+            forest.fit(resampled, resampled_labels)
+        forest.set_params(n_jobs=1, warm_start=False)  # saved models predict single-threaded unless told otherwise
+        self.pipeline = Pipeline([("pca", pca), ("smote", smote), ("rf", forest)])
         return {"training_rows_after_augmentation": int(len(augmented)), "pca_components": components}
 
 
@@ -236,7 +269,12 @@ class ColorBaselineClassifier(SklearnImageClassifier):
         return color_features(arrays)
 
     def fit_arrays(
-        self, arrays: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, log: LogCallback
+        self,
+        arrays: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray | None,
+        log: LogCallback,
+        cancel: CancelToken | None = None,
     ) -> dict[str, Any]:
         self.pipeline = Pipeline(
             [
