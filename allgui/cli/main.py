@@ -7,6 +7,7 @@ import importlib
 import multiprocessing
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from allgui import DISCLAIMER, __version__
 
@@ -21,7 +22,8 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allgui",
-        description=f"AllGUI: B-ALL smear image review. {DISCLAIMER} Without a command, opens the desktop app.",
+        description=f"AllGUI: B-ALL smear image review. {DISCLAIMER} Without a command (or with image files and "
+        "folders only), opens the desktop app.",
     )
     parser.add_argument("--version", action="version", version=f"allgui {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from allgui.selftest import main as self_test
 
         return self_test(argv[1:])
-    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+    opens_paths = bool(argv) and argv[0] not in COMMANDS and Path(argv[0]).exists()  # `allgui FOLDER_OR_IMAGE`
+    if not argv or opens_paths or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         return _open_gui(argv)
     _utf8_stdout()
     parser = build_parser()
