@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import os
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from allgui.core.classes import CLASS_KEYS
+from allgui.core.classify import parse_rows
 from allgui.core.dataset import LabelledDataset
 from allgui.core.imageio import read_rgb
 from allgui.resources import shipped_models_dir
@@ -73,12 +73,11 @@ def run_cli(argv: list[str]) -> tuple[float, float]:
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return {
-            row["path"]: np.array([float(row[f"p_{key}"]) for key in CLASS_KEYS])
-            for row in csv.DictReader(handle)
-            if not row["error"]
-        }
+    return {
+        row["path"]: np.array([float(row[f"p_{key}"]) for key in CLASS_KEYS])
+        for row in parse_rows(path.read_text(encoding="utf-8"))
+        if not row["error"]
+    }
 
 
 def plain_rate(classifier, files: list[Path]) -> float:  # noqa: ANN001 - any Classifier

@@ -13,7 +13,6 @@ each of those must reappear unchanged. The script prints a summary and writes it
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from allgui.core.classify import journal_path_for
+from allgui.core.classify import journal_path_for, parse_rows
 
 FLOAT_COLUMNS = ("p_benign", "p_early_pre_b", "p_pre_b", "p_pro_b", "confidence")
 
@@ -36,8 +35,7 @@ def classify_command(files: list[Path], model: Path, out: Path, resume: bool, ba
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return parse_rows(path.read_text(encoding="utf-8"))
 
 
 def journal_rows(path: Path) -> dict[str, dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from allgui.core.classify import parse_rows
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
 from allgui.core.imageio import ImageReadError
@@ -251,13 +252,7 @@ def test_classify_cli(
     out = tmp_path / f"results.{fmt}"
     result = run_cli("classify", root / "Benign", "--model", model_folders[kind], "--out", out, "--batch-size", "4")
     assert result.returncode == 0, text(result.stderr)
-    if fmt == "csv":
-        rows = list(csv.DictReader(io.StringIO(text(out.read_bytes()))))
-    else:
-        rows = [
-            {k: "" if v is None else v for k, v in row.items()}
-            for row in json.loads(out.read_bytes().decode("utf-8", errors="surrogateescape"))
-        ]
+    rows = [{k: "" if v is None else v for k, v in row.items()} for row in parse_rows(text(out.read_bytes()))]
     paths = [row["path"] for row in rows]
     assert len(paths) == len(set(paths)), "an image has two rows"
     by_path = {row["path"]: row for row in rows}

@@ -6,7 +6,6 @@ consistent; a failing CUDA device gives way to the CPU with a visible notice.
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 
 from allgui.core import hashing
-from allgui.core.classify import JournalMismatchError, classify_paths
+from allgui.core.classify import JournalMismatchError, classify_paths, parse_rows
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
 from allgui.core.models import classical, features, torch_device
@@ -365,8 +364,7 @@ def test_ctrl_c_in_classify_keeps_the_previous_export_and_resumes(
     resumed = subprocess.run([*command, "--resume"], capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert f"{finished} already done" in resumed.stderr.decode()
-    with open(out, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = parse_rows(out.read_text(encoding="utf-8"))
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in paths)
     assert not journal.exists()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.classify import COLUMNS, journal_path_for
 from allgui.core.dataset import LabelledDataset
@@ -51,6 +52,7 @@ def real_paths(data_dir: Path) -> list[Path]:
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as handle:
+        assert handle.readline() == f"# {DISCLAIMER}\n"  # every export says what it is not
         reader = csv.DictReader(handle)
         return list(reader.fieldnames or []), list(reader)
 
@@ -94,7 +96,9 @@ def test_json_output_has_the_same_columns(model_folder: Path, real_paths: list[P
     (tmp_path / "empty.jpg").write_bytes(b"")
     result = run_cli("classify", *real_paths[:3], tmp_path / "empty.jpg", "--model", model_folder, "--out", out)
     assert result.returncode == 0, result.stderr
-    rows = json.loads(out.read_text())
+    document = json.loads(out.read_text())
+    assert document["disclaimer"] == DISCLAIMER
+    rows = document["rows"]
     assert [list(r) for r in rows] == [list(COLUMNS)] * 4
     assert [isinstance(r["needs_review"], bool) for r in rows[:3]] == [True] * 3
     assert rows[3]["error"] and rows[3]["predicted"] is None

@@ -81,6 +81,7 @@ def test_compare_quick_writes_json_markdown_and_pngs(data_dir: Path, tmp_path: P
             assert png.size[0] > 200 and png.size[1] > 200
     table = (out / "results.md").read_text()
     assert "block split" in table and "| Experiment | Acc |" in table
+    assert "not a diagnosis" in table and "not a diagnosis" in results["disclaimer"]
     assert all(f"| {name} |" in table for name in names)
     assert "| Experiment | Acc |" in capsys.readouterr().out
 

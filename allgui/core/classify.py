@@ -25,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
 from allgui.core.duplicates import find_groups
 from allgui.core.hashing import HashRecord, perceptual_hash
@@ -328,15 +329,28 @@ def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
 
 
 def render(rows: Sequence[dict[str, Any]], fmt: str = "csv") -> str:
+    """The export text. Both formats carry the disclaimer: CSV as a first '#' line before the header (read it with
+    :func:`parse_rows`, or e.g. pandas' ``comment="#"``), JSON as a field beside the rows."""
     if fmt == "json":
-        return json.dumps([flat_row(r, for_csv=False) for r in rows], indent=2, ensure_ascii=False) + "\n"
+        document = {"disclaimer": DISCLAIMER, "rows": [flat_row(r, for_csv=False) for r in rows]}
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if fmt != "csv":
         raise ValueError("format must be csv or json")
     buffer = io.StringIO()
+    buffer.write(f"# {DISCLAIMER}\n")
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(flat_row(r) for r in rows)
     return buffer.getvalue()
+
+
+def parse_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of an export written by :func:`render`, from either format (CSV values stay strings)."""
+    if text.lstrip().startswith("{"):
+        return list(json.loads(text)["rows"])
+    if text.startswith("#"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> None:
@@ -353,4 +367,13 @@ def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> 
     temporary.replace(path)
 
 
-__all__ = ["COLUMNS", "Cancelled", "JournalMismatchError", "classify_paths", "journal_path_for", "render", "write_rows"]
+__all__ = [
+    "COLUMNS",
+    "Cancelled",
+    "JournalMismatchError",
+    "classify_paths",
+    "journal_path_for",
+    "parse_rows",
+    "render",
+    "write_rows",
+]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.dataset import LabelledDataset, PreparedData
 from allgui.core.duplicates import find_groups, group_ids
@@ -310,6 +311,7 @@ def run_comparison(
     test_images = _read_all([dataset.paths[i] for i in test_idx], cancel)
     results: dict[str, Any] = {
         "format_version": 1,
+        "disclaimer": DISCLAIMER,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "data": {
@@ -413,6 +415,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     split = results["split"]
     lines = [
         f"# Model comparison{' (quick configuration)' if results.get('quick') else ''}",
+        "",
+        f"*{DISCLAIMER}*",
         "",
         f"- Split: **{split['label']}**",
         f"- Data: `{results['data']['root']}`: {results['data']['images']} images, "

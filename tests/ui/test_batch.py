@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -50,12 +49,13 @@ def test_batch_fills_the_table_and_exports(qtbot, store, image_folder: Path, tmp
     assert len(groups) >= 1  # the copy and its original
 
     csv_path = window.export_results(tmp_path / "out.csv")
-    with open(csv_path, encoding="utf-8") as handle:
-        exported = list(csv.DictReader(handle))
+    exported_text = csv_path.read_text(encoding="utf-8")
+    assert exported_text.startswith("# For research and laboratory review; not a diagnosis.\n")
+    exported = classify.parse_rows(exported_text)
     assert list(exported[0]) == list(classify.COLUMNS)
     assert len(exported) == 23
-    json_rows = json.loads(window.export_results(tmp_path / "out.json").read_text(encoding="utf-8"))
-    assert len(json_rows) == 23
+    document = json.loads(window.export_results(tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert "not a diagnosis" in document["disclaimer"] and len(document["rows"]) == 23
     close_window(qtbot, window)
 
 
