@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,8 +28,16 @@ from allgui.core.imageio import read_rgb
 from allgui.core.models import calibration
 from allgui.core.models.base import Attention, Classifier, LogCallback, ReviewPolicy
 from allgui.core.models.secnn_net import SECNN, NetConfig
-from allgui.core.models.torch_device import choose_device, device_label, fallback_to_cpu, is_cuda_failure
+from allgui.core.models.torch_device import (
+    choose_device,
+    cuda_failure_message,
+    device_label,
+    fallback_to_cpu,
+    is_cuda_failure,
+)
 from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check, no_progress
+
+_T = TypeVar("_T")
 
 WEIGHTS_FILE = "weights.pt"
 CALIBRATION_FILE = "calibration.pt"
@@ -127,6 +135,8 @@ class SECNNClassifier(Classifier):
         self.ood_scales = (1.0, 1.0)
         self.fit_summary: dict[str, Any] = {}
         self._device: torch.device | None = None
+        # Set when inference moved from a failing GPU to the CPU; the GUI shows it (read, then cleared, by callers).
+        self.device_notice: str | None = None
 
     # ---- device ------------------------------------------------------------------------------------------------
     @property
@@ -517,16 +527,33 @@ class SECNNClassifier(Classifier):
             self.net.to(self.device)
         return self.net
 
+    def _on_device(self, run: Callable[[SECNN], _T]) -> _T:
+        """``run(net)`` on the model's device; a CUDA error or out-of-memory moves the model to the CPU (with a
+        DeviceWarning and :attr:`device_notice`) and runs it again there, so a failing GPU never fails a batch."""
+        net = self._ready()
+        try:
+            return run(net)
+        except Exception as error:
+            if self.device.type != "cuda" or not is_cuda_failure(error):
+                raise
+            self._device = fallback_to_cpu(error)
+            self.options["device"] = "cpu"  # stay there: a GPU that failed once is not retried mid-batch
+            self.device_notice = f"{cuda_failure_message(error)} (slower, same results)"
+            return run(self._ready())
+
+    def _infer_on_device(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return self._on_device(lambda net: self._infer(images, net))
+
     def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Uncalibrated logits (for evaluation and temperature fitting)."""
-        return self._infer(self._stack(images), self._ready())[0]
+        return self._infer_on_device(self._stack(images))[0]
 
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
         return calibration.softmax(self.logits(images), self.temperature)
 
     def features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Penultimate (globally pooled) features, shape (n, feature_size)."""
-        return self._infer(self._stack(images), self._ready())[1]
+        return self._infer_on_device(self._stack(images))[1]
 
     def _combine_ood(self, features: np.ndarray, batch: torch.Tensor) -> np.ndarray:
         assert self.feature_ood is not None and self.image_ood is not None
@@ -538,21 +565,25 @@ class SECNNClassifier(Classifier):
         if self.feature_ood is None or self.image_ood is None:
             return None
         batch = self._stack(images)
-        return self._combine_ood(self._infer(batch, self._ready())[1], batch)
+        return self._combine_ood(self._infer_on_device(batch)[1], batch)
 
     def predict(self, images: Sequence[Image.Image]) -> list:
         # One forward pass for probabilities and OOD scores together.
         batch = self._stack(images)
-        logits, features = self._infer(batch, self._ready())
+        logits, features = self._infer_on_device(batch)
         probabilities = calibration.softmax(logits, self.temperature)
         ood = self._combine_ood(features, batch) if self.feature_ood is not None else None
         return [self._review(row, None if ood is None else float(ood[i])) for i, row in enumerate(probabilities)]
 
     def attention(self, image: Image.Image) -> Attention:
         """SE excitations of every block and a Grad-CAM map of the last block for the predicted class."""
-        net = self._ready().eval()
+        return self._on_device(lambda net: self._attention(image, net))
+
+    def _attention(self, image: Image.Image, net: SECNN) -> Attention:
+        net.eval()
+        device = next(net.parameters()).device
         # The input asks for a gradient so the graph exists even when the weights are frozen.
-        x = self._normalise(self._stack([image])).to(self.device).requires_grad_(True)
+        x = self._normalise(self._stack([image])).to(device).requires_grad_(True)
         with torch.enable_grad():
             logits, _, excitations, last_map = net.forward_all(x)
             target = logits[0, int(logits[0].argmax())]

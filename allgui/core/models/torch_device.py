@@ -50,13 +50,15 @@ def is_cuda_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("CUDA" in text or "cuDNN" in text or "CUBLAS" in text)
 
 
+def cuda_failure_message(error: BaseException) -> str:
+    """The plain notice for a CUDA failure: what failed, and that the CPU takes over."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"CUDA failed ({type(error).__name__}: {first_line}); continuing on the CPU"
+
+
 def fallback_to_cpu(error: BaseException, log: Callable[[str], None] | None = None) -> torch.device:
     """Warn about a CUDA failure, free what CUDA holds, and return the CPU device."""
-    _warn(
-        f"CUDA failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-        "continuing on the CPU",
-        log,
-    )
+    _warn(cuda_failure_message(error), log)
     with contextlib.suppress(Exception):  # a dead driver cannot free memory either
         torch.cuda.empty_cache()
     return torch.device("cpu")
