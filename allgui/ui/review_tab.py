@@ -167,6 +167,9 @@ class ReviewTab(QWidget):
         self.class_averages: dict[int, tuple[list[np.ndarray], int]] = {}
         self.current_row: int | None = None
         self.predicting = False
+        # Predictions wait for the duplicate hashing of a newly opened folder: run together, their ~8 threads
+        # starved the GUI thread of the GIL (event-loop stalls of 300-700 ms); one after the other, neither does.
+        self._predict_after_hash = False
         self._build()
         models.loaded.connect(self._model_loaded)
 
@@ -305,8 +308,8 @@ class ReviewTab(QWidget):
         self.message.emit(f"Loaded {len(result.files)} image(s){problems}")
         if not result.files:
             return
+        self._predict_after_hash = True
         self.refresh_duplicates()
-        self.start_predictions()
 
     def refresh_duplicates(self) -> None:
         """Hash the loaded images and group them at the current duplicate threshold (in the background)."""
@@ -319,8 +322,21 @@ class ReviewTab(QWidget):
             [item.path for item in self.session.items],
             self.settings.duplicate_threshold,
             on_result=self._hashed,
-            on_error=self.error.emit,
+            on_error=self._hash_failed,
+            on_cancelled=self._hash_cancelled,
         )
+
+    def _hash_failed(self, message: str) -> None:
+        self.error.emit(message)
+        self._start_pending_predictions()
+
+    def _hash_cancelled(self) -> None:
+        self._predict_after_hash = False  # the technician stopped the work; predictions stay theirs to restart
+
+    def _start_pending_predictions(self) -> None:
+        if self._predict_after_hash:
+            self._predict_after_hash = False
+            self.start_predictions()
 
     def set_session(self, session: ReviewSession) -> None:
         self.session = session
@@ -344,6 +360,7 @@ class ReviewTab(QWidget):
         if self.current_row is not None:
             self._show_duplicates(self.current_row)
         self.duplicates_done.emit()
+        self._start_pending_predictions()
 
     def _restore_autosave(self) -> None:
         if self.folder is None:
@@ -362,7 +379,7 @@ class ReviewTab(QWidget):
     def _model_loaded(self, loaded: Any) -> None:
         self.attention_cache.clear()
         self.class_averages.clear()
-        if len(self.session):
+        if len(self.session) and not self._predict_after_hash:  # else they start once the hashing is done
             self.start_predictions()
 
     def start_predictions(self) -> None:
