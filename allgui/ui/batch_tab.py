@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from allgui.core import classify
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.store import LoadedModel
+from allgui.core.models.store import LoadedModel, user_data_dir
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
 from allgui.ui.charts import ClassBarChart
@@ -36,13 +39,46 @@ Index = QModelIndex | QPersistentModelIndex
 SUMMARY_INTERVAL = 0.5  # seconds between updates of the per-class chart while rows arrive
 
 
-def batch_task(task: Task, loaded: LoadedModel, folder: Path) -> list[dict[str, Any]]:
-    """Scan ``folder`` recursively and classify every image; rows stream to the table as they are produced."""
+def journal_for(folder: Path, loaded: LoadedModel) -> Path:
+    """Where the batch of ``folder`` with ``loaded`` is journalled: one stable file per folder and model files."""
+    key = hashlib.sha256(f"{classify.path_key(folder)}\n{classify.model_digest(loaded)}".encode()).hexdigest()
+    return user_data_dir() / "batches" / f"{key[:24]}.jsonl"
+
+
+def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
+    """The finished rows an interrupted batch left in ``journal`` (read as classify's resume reads them: complete
+    lines up to the first damaged one, the first row per file); none when it is missing or for another model."""
+    try:
+        data = journal.read_bytes()
+    except OSError:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
+    for number, raw in enumerate(data.split(b"\n")[:-1]):  # the part after the last newline is incomplete
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            break
+        if number == 0:
+            if record.get("model_digest") != classify.model_digest(loaded):
+                return []
+        else:
+            rows.setdefault(classify.path_key(record["path"]), record)
+    return list(rows.values())
+
+
+def batch_task(task: Task, loaded: LoadedModel, folder: Path, journal: Path | None = None) -> list[dict[str, Any]]:
+    """Scan ``folder`` recursively and classify every image; rows stream to the table as they are produced.
+
+    With ``journal``, rows are journalled as they are produced and a journal left by an interrupted run of the
+    same folder and model is resumed: its finished images are not classified again.
+    """
     task.progress(0, 0, f"scanning {folder}…")
     scan = scan_images([folder], cancel=task.cancel)
-    return classify.classify_paths(
-        scan.files, loaded, problems=scan.problems, progress=task.progress, cancel=task.cancel, on_rows=task.extend
-    )
+    run = {"problems": scan.problems, "progress": task.progress, "cancel": task.cancel, "on_rows": task.extend}
+    try:
+        return classify.classify_paths(scan.files, loaded, journal=journal, resume=journal is not None, **run)
+    except classify.JournalMismatchError:  # a damaged or foreign header: start this folder over
+        return classify.classify_paths(scan.files, loaded, journal=journal, resume=False, **run)
 
 
 def _relative(path: str, root: Path) -> str:
@@ -125,6 +161,8 @@ class BatchTab(QWidget):
         self.summary_at = 0.0
         self.model_id = ""
         self.cancelled = False
+        self.journal: Path | None = None  # the running (or last interrupted) batch's journal
+        self.resumed = 0  # finished rows taken over from an interrupted batch
 
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("Folder of images (searched recursively)")
@@ -202,6 +240,11 @@ class BatchTab(QWidget):
         self.table_model.clear()
         self.table_model.root = folder
         self.summary.set_values(None)
+        self.journal = journal_for(folder, loaded)
+        # Rows an interrupted batch (cancelled, crashed, killed) finished: shown now, not classified again.
+        recovered = journal_rows(self.journal, loaded)
+        self.resumed = len(recovered)
+        self.table_model.append(recovered)
         self.model_id = loaded.id
         self.cancelled = False
         self.started_at = time.monotonic()
@@ -214,6 +257,7 @@ class BatchTab(QWidget):
             batch_task,
             loaded,
             folder,
+            self.journal,
             on_partial=self._rows,
             on_progress=self._progress,
             on_result=self._done,
@@ -221,7 +265,14 @@ class BatchTab(QWidget):
             on_error=self._failed,
             on_finished=self._finished,
         )
-        self.message.emit(f"Classifying {folder} with {loaded.title}…")
+        if self.resumed:
+            self._update_summary()
+            self.message.emit(
+                f"Resumed {self.resumed} finished rows from an interrupted batch of {folder}; "
+                f"classifying the rest with {loaded.title}…"
+            )
+        else:
+            self.message.emit(f"Classifying {folder} with {loaded.title}…")
         return True
 
     def cancel(self) -> None:
@@ -261,7 +312,12 @@ class BatchTab(QWidget):
         elapsed = time.monotonic() - self.started_at
         count = len(self.table_model.rows)
         self.rate_label.setText(f"{count} images in {elapsed:.1f} s ({count / max(elapsed, 1e-6):.0f} images/s)")
-        self.message.emit(f"Batch finished: {count} rows")
+        if self.journal is not None:  # complete: the next run of this folder starts afresh
+            with contextlib.suppress(OSError):
+                self.journal.unlink(missing_ok=True)
+        resumed = f" ({self.resumed} resumed from an interrupted batch)" if self.resumed else ""
+        self.message.emit(f"Batch finished: {count} rows{resumed}")
+        self._device_notice()
         self.finished.emit(count)
 
     def _cancelled(self) -> None:
@@ -269,11 +325,24 @@ class BatchTab(QWidget):
         if not self.cancelled:
             self.cancelled = True
             self.rate_label.setText(f"cancelled after {len(self.table_model.rows)} images")
-            self.message.emit("Batch cancelled; the rows so far are kept and can be exported")
+            self.message.emit(
+                "Batch cancelled; the rows so far are kept and can be exported, "
+                "and running this folder again with this model resumes it"
+            )
+            self._device_notice()
             self.finished.emit(len(self.table_model.rows))
 
     def _failed(self, text: str) -> None:
-        self.error.emit(f"The batch stopped: {text}")
+        self._device_notice()
+        self.error.emit(f"The batch stopped: {text} (the finished rows are kept; running it again resumes it)")
+
+    def _device_notice(self) -> None:
+        """Show, where the model notices are shown, that inference left a failing GPU for the CPU."""
+        classifier = self.models.classifier
+        notice = getattr(classifier, "device_notice", None)
+        if notice:
+            classifier.device_notice = None
+            self.models.notice.emit(notice)
 
     def _finished(self) -> None:
         self.run_button.setEnabled(True)
