@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -48,6 +49,7 @@ from allgui.ui.workers import Task, TaskRunner
 BATCH = 32
 AVERAGE_SAMPLE = 24  # images per class behind the class-average excitation
 PREFETCH_OFFSETS = (1, 2, -1)  # rows whose attention is computed ahead, relative to the selected one
+WARM_SIZE = 64  # pixels of the image whose attention builds the attention plot's items ahead of the first click
 
 
 # ---- work done in the thread pool (plain core calls) ----------------------------------------------------------------
@@ -106,6 +108,11 @@ def prefetch_task(task: Task, classifier: Classifier, wanted: list[tuple[Any, Pa
             except ImageReadError:
                 continue
     return len(wanted)
+
+
+def warm_attention_task(task: Task, classifier: Classifier) -> Attention | None:
+    """The model's attention for a plain grey image: only its block layout matters (see ReviewTab._warm_attention)."""
+    return classifier.attention(Image.new("RGB", (WARM_SIZE, WARM_SIZE), (200, 190, 210)))
 
 
 def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, list[Path]]) -> dict:
@@ -172,6 +179,8 @@ class ReviewTab(QWidget):
         self._predict_after_hash = False
         self._build()
         models.loaded.connect(self._model_loaded)
+        if models.classifier is not None:
+            self._warm_attention()
 
     # ---- layout -------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -379,8 +388,29 @@ class ReviewTab(QWidget):
     def _model_loaded(self, loaded: Any) -> None:
         self.attention_cache.clear()
         self.class_averages.clear()
+        self._warm_attention()
         if len(self.session) and not self._predict_after_hash:  # else they start once the hashing is done
             self.start_predictions()
+
+    def _warm_attention(self) -> None:
+        """Build the attention plot for the model's blocks while the window is idle.
+
+        The first display of a model's attention creates a pyqtgraph item per SE block on the GUI thread (150-250 ms);
+        done on the first click it froze the window just as a folder's hashing and predictions started.
+        """
+        classifier = self.models.classifier
+        if has_attention(classifier):
+            self.runner.start(
+                "warm", warm_attention_task, classifier, on_result=self._attention_warmed, background=True
+            )
+
+    def _attention_warmed(self, attention: Attention | None) -> None:
+        panel = self.attention_panel
+        if attention is None or panel.attention is not None:  # no attention, or a real one is already drawn
+            return
+        text = panel.message.text()
+        panel.set_attention(attention, None, None)
+        panel.show_message(text)  # back to what it said: nothing was selected in the meantime
 
     def start_predictions(self) -> None:
         classifier = self.models.classifier
