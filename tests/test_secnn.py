@@ -13,6 +13,7 @@ from allgui.core.dataset import LabelledDataset
 from allgui.core.duplicates import find_groups, group_ids
 from allgui.core.hashing import hash_images
 from allgui.core.imageio import read_rgb
+from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.torch_device import DeviceWarning, choose_device
@@ -200,8 +201,8 @@ def test_temperature_scaling_recovers_a_known_temperature() -> None:
     labels = np.array([rng.choice(4, p=p) for p in calibration.softmax(logits, true_temperature)])
     fitted = calibration.fit_temperature(logits, labels)
     assert abs(fitted - true_temperature) < 0.25
-    assert calibration.expected_calibration_error(calibration.softmax(logits, fitted), labels) < 0.03
-    assert calibration.expected_calibration_error(calibration.softmax(logits, 1.0), labels) > 0.05
+    assert expected_calibration_error(labels, calibration.softmax(logits, fitted)) < 0.03
+    assert expected_calibration_error(labels, calibration.softmax(logits, 1.0)) > 0.05
 
 
 def test_mahalanobis_scores_far_points_higher() -> None:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from allgui.core.imageio import read_rgb
+from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
 from allgui.core.models.base import Attention, Classifier, LogCallback, ReviewPolicy
 from allgui.core.models.secnn_net import SECNN, NetConfig
@@ -490,7 +491,7 @@ class SECNNClassifier(Classifier):
             flagged = (probabilities.max(1) < self.review.min_confidence) | (ood > 1.0)
             summary.update(
                 val_accuracy=round(float((probabilities.argmax(1) == truth).mean()), 4),
-                val_ece=round(calibration.expected_calibration_error(probabilities, truth), 4),
+                val_ece=round(expected_calibration_error(truth, probabilities), 4),
                 val_flagged=round(float(flagged.mean()), 4),
             )
         return summary
