@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from allgui.ui.review_table import ReviewFilter, ReviewTableModel
 from allgui.ui.workers import Task, TaskRunner
 
 BATCH = 32
+HASH_WORKERS = 2  # 4 hashed no faster next to the GUI thread, and starved it of the GIL at the start
+HASH_DELAY_S = 0.05
 AVERAGE_SAMPLE = 24  # images per class behind the class-average excitation
 PREFETCH_OFFSETS = (1, 2, -1)  # rows whose attention is computed ahead, relative to the selected one
 WARM_SIZE = 64  # pixels of the image whose attention builds the attention plot's items ahead of the first click
@@ -58,7 +61,15 @@ def scan_task(task: Task, paths: Sequence[Path]) -> ScanResult:
 
 
 def hash_task(task: Task, paths: Sequence[Path], threshold: int) -> tuple[list, list]:
-    records = hash_images(paths, progress=lambda d, t, m: task.progress(d, t, f"duplicates: {m}"), cancel=task.cancel)
+    # Let the GUI thread paint the new list and image first: the hashing threads would slow that paint (GIL).
+    time.sleep(HASH_DELAY_S)
+    check(task.cancel)
+    records = hash_images(
+        paths,
+        progress=lambda d, t, m: task.progress(d, t, f"duplicates: {m}"),
+        cancel=task.cancel,
+        workers=HASH_WORKERS,
+    )
     return records, find_groups(records, threshold)
 
 
