@@ -97,8 +97,8 @@ class RecordingSMOTE(SMOTE):
 
 
 class RecordingSVM(SVMClassifier):
-    def make_search(self, labels, n_features, grouped):
-        search = super().make_search(labels, n_features, grouped)
+    def make_search(self, labels, n_features, grouped, cancel=None):
+        search = super().make_search(labels, n_features, grouped, cancel)
         smote = search.estimator.named_steps["smote"]
         search.estimator.set_params(smote=RecordingSMOTE(k_neighbors=smote.k_neighbors, random_state=0))
         return search
