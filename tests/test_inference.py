@@ -95,3 +95,12 @@ def test_classify_rows_are_the_same_with_and_without_the_fast_path(
         assert fast_row["needs_review"] == plain_row["needs_review"]
         assert fast_row["duplicate_group"] == plain_row["duplicate_group"]
         np.testing.assert_allclose(fast_row["probabilities"], plain_row["probabilities"], atol=1e-5)
+
+
+def test_fast_path_follows_a_strided_first_convolution(data_dir: Path) -> None:
+    subset = Subset.load(data_dir, per_class=8)
+    model = SECNNClassifier(**{**TINY, "image_size": 34, "stem_stride": 2})
+    model.fit(subset.data.paths, subset.data.labels, groups=subset.groups)
+    assert model.net is not None and model.net.blocks[0].convs[0].stride == (2, 2)
+    images = [read_rgb(p) for p in subset.data.paths]
+    np.testing.assert_allclose(FastSECNN(model).predict_proba(images), model.predict_proba(images), atol=1e-5)

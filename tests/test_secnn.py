@@ -227,3 +227,27 @@ def read_rgb_like(size: int):
     from PIL import Image
 
     return Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+def test_augmentation_workers_give_the_batches_in_order() -> None:
+    from torch import nn
+
+    from allgui.core.models.secnn import _augmented_batches, _EpochBatches
+
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    batches = _EpochBatches()
+    for workers in (0, 2):
+        loader = _augmented_batches(images, nn.Identity(), batches, workers)
+        for epoch in range(2):  # the worker processes persist; each epoch brings its own order
+            batches.batches = [np.array([3, 1, 4]), np.array([9, 0]), np.array([5 + epoch])]
+            got = list(loader)
+            assert len(got) == 3
+            for rows, batch in zip(batches.batches, got, strict=True):
+                torch.testing.assert_close(batch, images[torch.from_numpy(rows)].float() / 255.0)
+
+
+def test_training_with_augmentation_workers(subset: Subset) -> None:
+    model = SECNNClassifier(**{**SMALL, "epochs": 1, "loader_workers": 1})
+    summary = subset.fit(model)
+    assert summary["epochs_run"] == 1
+    assert model.predict_proba(subset.test_images[:2]).shape == (2, 4)

@@ -39,18 +39,18 @@ _QUANTILES = (0.05, 0.5, 0.95)
 
 @dataclass
 class _Block:
-    convs: list[tuple[torch.Tensor, torch.Tensor]]  # folded (weight, bias) per convolution
+    convs: list[tuple[torch.Tensor, torch.Tensor, int]]  # folded (weight, bias, stride) per convolution
     fc1: torch.nn.Linear
     fc2: torch.nn.Linear
 
 
-def _fold(conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, int]:
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
     weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
     bias = norm.bias - norm.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias * scale
-    return weight.detach(), bias.detach()
+    return weight.detach(), bias.detach(), int(conv.stride[0])
 
 
 def _od_table() -> np.ndarray:
@@ -83,9 +83,11 @@ def describe(pixels: np.ndarray) -> Prepared:
     flat = pixels.reshape(-1, 3)
     n = len(flat)
     counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)]).astype(np.float64)
-    mean = counts @ _UNIT / n
+    # Sums of products, not ``@``: BLAS calls from the decoding threads wake OpenBLAS's spinning thread pool,
+    # which cost more CPU than this whole function.
+    mean = (counts * _UNIT).sum(axis=1) / n
     std = np.sqrt((counts * (_UNIT[None, :] - mean[:, None]) ** 2).sum(axis=1) / max(1, n - 1))
-    od_mean = counts @ _OD / n
+    od_mean = (counts * _OD).sum(axis=1) / n
     od_std = np.sqrt((counts * (_OD[None, :] - od_mean[:, None]) ** 2).sum(axis=1) / max(1, n - 1))
     # Density falls as the value rises: the k-th smallest density belongs to the k-th largest value.
     descending = np.cumsum(counts[:, ::-1], axis=1)
@@ -119,7 +121,7 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
     flat = values.ravel().astype(np.float64)
     mean = flat.mean()
     centred = flat - mean
-    return float(mean), math.sqrt(float(centred @ centred) / max(1, flat.size - 1))
+    return float(mean), math.sqrt(float((centred * centred).sum()) / max(1, flat.size - 1))
 
 
 class FastSECNN:
@@ -213,8 +215,8 @@ class FastSECNN:
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
-            for weight, bias in block.convs:
-                x = _conv_relu(x, weight, bias)
+            for weight, bias, stride in block.convs:
+                x = _conv_relu(x, weight, bias, stride)
             excitation = torch.sigmoid(block.fc2(F.relu(block.fc1(x.mean(dim=(2, 3))))))
             if min(x.shape[-2:]) >= 2:
                 x = F.max_pool2d(x, 2)
@@ -228,16 +230,18 @@ def inference_threads() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def _conv_relu_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return F.relu_(F.conv2d(x, weight, bias, padding=1))
+def _conv_relu_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    return F.relu_(F.conv2d(x, weight, bias, stride=stride, padding=1))
 
 
-def _conv_relu_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _conv_relu_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1) -> torch.Tensor:
     # oneDNN's convolution with the ReLU applied as it writes (the op torch.compile uses on CPUs).
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [None], "")
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, [1, 1], [stride, stride], [1, 1], 1, "relu", [None], ""
+    )
 
 
-def _pick_conv_relu() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _pick_conv_relu() -> Callable[..., torch.Tensor]:
     """The fused op where this torch build has it and it gives the plain result; else convolution then ReLU."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 8, 8, generator=generator).contiguous(memory_format=torch.channels_last)
@@ -245,8 +249,13 @@ def _pick_conv_relu() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     bias = torch.randn(4, generator=generator)
     try:
         with torch.inference_mode():
-            fused = _conv_relu_fused(x, weight, bias)
-            if torch.allclose(fused, _conv_relu_plain(x, weight, bias), atol=1e-5):
+            same = all(
+                torch.allclose(
+                    _conv_relu_fused(x, weight, bias, stride), _conv_relu_plain(x, weight, bias, stride), atol=1e-5
+                )
+                for stride in (1, 2)
+            )
+            if same:
                 return _conv_relu_fused
     except (AttributeError, RuntimeError):
         pass

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "convs_per_block": 2,
     "reduction": 8,
     "dropout": 0.3,
+    "stem_stride": 1,
     # optimisation
     "epochs": 30,
     "lr": 2e-3,
@@ -66,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
     # CPU threads while training (0: leave torch's setting). On a busy machine 1 thread beats 2 by far: the
     # small per-image operations spend their time waiting for each other.
     "threads": 0,
+    # Worker processes augmenting batches ahead of a GPU (0: augment in the training loop; the CPU-only setting,
+    # where the cores are busy with the network anyway).
+    "loader_workers": 0,
     # validation part inside fit: last capture blocks per class ("blocks") or random groups ("random")
     "val_fraction": 0.15,
     "val_split": "blocks",
@@ -118,6 +122,53 @@ class _StainJitter(nn.Module):
 def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
     x = torch.rot90(x, index % 4, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if index >= 4 else x
+
+
+class _EpochBatches:
+    """Batch sampler whose batches the training loop sets before each epoch (worker processes persist)."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Augmented(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, augment: nn.Module) -> None:
+        self.images, self.augment = images, augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.augment(self.images[index].float() / 255.0)
+
+
+def _augmented_batches(images: torch.Tensor, augment: nn.Module, batches: _EpochBatches, workers: int):
+    """Augmented float batches in the order of ``batches``; with workers, prepared ahead in other processes."""
+    dataset = _Augmented(images, augment)
+    if workers <= 0:
+        return _InlineBatches(dataset, batches)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        persistent_workers=True,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class _InlineBatches:
+    def __init__(self, dataset: _Augmented, batches: _EpochBatches) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __iter__(self):
+        for rows in self.batches:
+            yield torch.stack([self.dataset[int(i)] for i in rows])
 
 
 class SECNNClassifier(Classifier):
@@ -234,7 +285,9 @@ class SECNNClassifier(Classifier):
     # ---- training ----------------------------------------------------------------------------------------------
     def _net_config(self) -> NetConfig:
         o = self.options
-        return NetConfig(4, o["width"], o["blocks"], o["convs_per_block"], o["reduction"], o["dropout"])
+        return NetConfig(
+            4, o["width"], o["blocks"], o["convs_per_block"], o["reduction"], o["dropout"], o["stem_stride"]
+        )
 
     def _validation_split(self, labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from allgui.core import splits
@@ -344,7 +397,8 @@ class SECNNClassifier(Classifier):
         if o["balance"] == "sampler":
             sample_p = 1.0 / counts[labels[train_idx]]
             sample_p /= sample_p.sum()
-        augment = self._augmenter()
+        batches = _EpochBatches()
+        loader = _augmented_batches(images, self._augmenter(), batches, int(o["loader_workers"]))
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         y_all = torch.from_numpy(labels)
@@ -361,11 +415,11 @@ class SECNNClassifier(Classifier):
                 else:
                     order = rng.choice(train_idx, size=len(train_idx), replace=True, p=sample_p)
                 seen, loss_sum, correct = 0, 0.0, 0
-                for start in range(0, len(order), batch):
+                batches.batches = [order[start : start + batch] for start in range(0, len(order), batch)]
+                for index, augmented in enumerate(loader):
                     check(cancel)
-                    rows = order[start : start + batch]
-                    xb = torch.stack([augment(images[i].float() / 255.0) for i in rows])
-                    xb = self._normalise(xb).to(device, non_blocking=True)
+                    rows = batches.batches[index]
+                    xb = self._normalise(augmented).to(device, non_blocking=True)
                     yb = y_all[rows].to(device)
                     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                         logits = net(xb)
@@ -381,7 +435,7 @@ class SECNNClassifier(Classifier):
                     loss_sum += float(loss.detach()) * len(rows)
                     correct += int((logits.argmax(1) == yb).sum())
                     done += 1
-                    progress(done, total, f"epoch {epoch}/{epochs}, batch {start // batch + 1}/{steps}")
+                    progress(done, total, f"epoch {epoch}/{epochs}, batch {index + 1}/{steps}")
                 val_logits, _ = self._infer(images[select_idx], ema)
                 val_labels = labels[select_idx]
                 val_loss = calibration.nll(val_logits, val_labels, 1.0)

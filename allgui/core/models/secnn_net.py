@@ -24,6 +24,7 @@ class NetConfig:
     convs_per_block: int = 2
     reduction: int = 8
     dropout: float = 0.3
+    stem_stride: int = 1  # stride of the first convolution: 2 halves the cost of the full-resolution block
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,12 +51,20 @@ class SEBlock(nn.Module):
 
 
 class ConvSEBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, convs: int, reduction: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, convs: int, reduction: int, stride: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for index in range(convs):
+            first = index == 0
             layers += [
-                nn.Conv2d(in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+                nn.Conv2d(
+                    in_channels if first else out_channels,
+                    out_channels,
+                    3,
+                    stride=stride if first else 1,
+                    padding=1,
+                    bias=False,
+                ),
                 nn.BatchNorm2d(out_channels),
                 nn.ReLU(inplace=True),
             ]
@@ -74,7 +83,13 @@ class SECNN(nn.Module):
         c = self.config
         channels = [min(c.width * 2**index, c.width * 8) for index in range(c.blocks)]
         self.blocks = nn.ModuleList(
-            ConvSEBlock(3 if index == 0 else channels[index - 1], channels[index], c.convs_per_block, c.reduction)
+            ConvSEBlock(
+                3 if index == 0 else channels[index - 1],
+                channels[index],
+                c.convs_per_block,
+                c.reduction,
+                c.stem_stride if index == 0 else 1,
+            )
             for index in range(c.blocks)
         )
         self.dropout = nn.Dropout(c.dropout)
