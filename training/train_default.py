@@ -6,8 +6,10 @@
 By default the model trains with :data:`training.recipe.RECIPE` on the first 85% of each class by capture number
 (duplicate groups whole) and is measured on the last 15%, so every figure on its card is for the shipped weights
 themselves on images they never saw; its own validation part (early stopping, temperature, review thresholds) is the
-last 15% of the training part. ``--all`` trains the same recipe on every image (validation part: the last 15% of
-each class); its card then carries the held-out figures of the default run (``training/results/heldout.json``).
+last 15% of the training part. ``--all`` trains the same recipe on every image, later sessions included; its
+validation part (checkpoint, temperature, review thresholds) is then a random 15% of the duplicate groups, since
+the last blocks would leave the latest sessions out of training again. Its card carries the held-out figures of
+the default run (``training/results/heldout.json``).
 ``--reuse DIR`` packages a model folder that ``training.evaluate_recipe`` already trained with the same recipe and
 split, instead of training again (same seed, same data, same weights).
 """
@@ -63,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse is not None:
         loaded = store.load_model(args.reuse)
         model = loaded.classifier
-        if not isinstance(model, SECNNClassifier) or {k: model.options[k] for k in RECIPE} != RECIPE:
+        if not isinstance(model, SECNNClassifier) or any(model.options[k] != v for k, v in RECIPE.items()):
             raise SystemExit(f"{args.reuse} was not trained with the recipe {RECIPE}")
         summary = dict(loaded.manifest.get("fit", {}))
         log(f"packaging {args.reuse} (trained {summary.get('fit_seconds')} s, {summary.get('epochs_run')} epochs)")
     else:
-        model = SECNNClassifier(**RECIPE)
+        model = SECNNClassifier(**RECIPE, **({"val_split": "random"} if args.all else {}))
         summary = model.fit(
             [data.paths[i] for i in train], data.labels[train], groups=prepared.group_ids[train], log=log
         )
@@ -106,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_images": len(test),
         "duplicate_groups": len(prepared.groups),
         "unreadable": len(prepared.unreadable),
-        "validation": "the last 15% of each class's training images by capture number, duplicate groups whole",
+        "validation": (
+            "a random 15% of the duplicate groups (every session is in training)"
+            if args.all
+            else "the last 15% of each class's training images by capture number, duplicate groups whole"
+        ),
     }
     metrics: dict[str, Any] = {}
     if heldout is not None:
