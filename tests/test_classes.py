@@ -8,10 +8,18 @@ from allgui.core.classes import CLASS_NAMES, UnknownClassFolderError, class_inde
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("Benign", 0), ("benign", 0),
-        ("Early", 1), ("[Malignant] early Pre-B", 1), ("early_pre_b", 1), ("Early Pre-B", 1),
-        ("Pre", 2), ("[Malignant] Pre-B", 2), ("pre_b", 2),
-        ("Pro", 3), ("[Malignant] Pro-B", 3), ("PRO-B", 3),
+        ("Benign", 0),
+        ("benign", 0),
+        ("Early", 1),
+        ("[Malignant] early Pre-B", 1),
+        ("early_pre_b", 1),
+        ("Early Pre-B", 1),
+        ("Pre", 2),
+        ("[Malignant] Pre-B", 2),
+        ("pre_b", 2),
+        ("Pro", 3),
+        ("[Malignant] Pro-B", 3),
+        ("PRO-B", 3),
     ],
 )
 def test_aliases(name: str, expected: int) -> None:

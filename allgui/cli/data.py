@@ -28,8 +28,9 @@ def run_check(args: argparse.Namespace) -> int:
 
     (folder,) = require_paths([args.folder])
     try:
-        report = check_dataset(folder, threshold=args.threshold, hash_method=args.hash,
-                               progress=TerminalProgress("checking"))
+        report = check_dataset(
+            folder, threshold=args.threshold, hash_method=args.hash, progress=TerminalProgress("checking")
+        )
     except (UnknownClassFolderError, ValueError) as error:
         raise UsageError(str(error)) from None
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())

@@ -18,8 +18,12 @@ COLUMNS = ["group", "path", "sha256", "hash", "distance", "kind"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dedupe", help="find exact and near-duplicate images (CSV)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
-                        help=f"largest Hamming distance of near-duplicates (default {DEFAULT_THRESHOLD})")
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD,
+        help=f"largest Hamming distance of near-duplicates (default {DEFAULT_THRESHOLD})",
+    )
     parser.add_argument("--hash", choices=sorted(HASH_METHODS), default="phash", help="perceptual hash (default phash)")
     parser.add_argument("--out", metavar="FILE", help="write the CSV here instead of standard output")
     parser.set_defaults(func=run)

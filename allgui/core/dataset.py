@@ -58,8 +58,9 @@ class LabelledDataset:
                 labels.append(folder_to_class[folder.name])
                 number = capture_number(path)
                 numbers.append(position if number is None else number)
-        return cls(root, paths, np.array(labels, dtype=np.int64), np.array(numbers, dtype=np.int64),
-                   folder_to_class, problems)
+        return cls(
+            root, paths, np.array(labels, dtype=np.int64), np.array(numbers, dtype=np.int64), folder_to_class, problems
+        )
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == index).sum()) for index, name in enumerate(CLASS_NAMES)}
@@ -67,8 +68,12 @@ class LabelledDataset:
     def subset(self, indices: Sequence[int] | np.ndarray) -> LabelledDataset:
         indices = np.asarray(indices, dtype=np.int64)
         return LabelledDataset(
-            self.root, [self.paths[i] for i in indices], self.labels[indices], self.numbers[indices],
-            dict(self.folder_to_class), list(self.problems),
+            self.root,
+            [self.paths[i] for i in indices],
+            self.labels[indices],
+            self.numbers[indices],
+            dict(self.folder_to_class),
+            list(self.problems),
         )
 
     def __len__(self) -> int:
