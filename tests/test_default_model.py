@@ -50,8 +50,8 @@ def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, data_dir:
     chosen = []
     for label in range(4):
         members = np.flatnonzero(dataset.labels == label)
-        # 40 consecutive captures from the middle of each class: images the shipped model trained on (its last 15%
-        # per class were its validation part, for early stopping and calibration).
+        # 40 consecutive captures from the middle of each class: images the shipped model trained on (apart from
+        # the few in its validation part, a random 15% of the duplicate groups).
         ordered = members[np.argsort(dataset.numbers[members], kind="stable")]
         chosen += list(ordered[len(ordered) // 2 : len(ordered) // 2 + 40])
     images = [read_rgb(dataset.paths[i]) for i in chosen]
