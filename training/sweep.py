@@ -41,6 +41,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "e50-s128-s0": {"image_size": 128, "stem_stride": 2, "epochs": 50, "patience": 12},
     "ls-s128-s0": {"image_size": 128, "stem_stride": 2, "label_smoothing": 0.1},
     "big128-s0": {"image_size": 128, "width": 32, "convs_per_block": 2},
+    # colour kept: fixed normalisation, no grey-scale or stain augmentation (the "plain" SE-CNNs)
+    "plain96-s0": {
+        "normalise": "fixed",
+        "grey_prob": 0.0,
+        "stain_jitter": 0.0,
+        "colour_jitter": 0.1,
+        "hue_jitter": 0.0,
+    },
 }
 
 
