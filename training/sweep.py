@@ -8,8 +8,9 @@ augmentation), and runnable anywhere:
 
 ``--solo NAME`` first trains that recipe alone and times it (the GPU training time of performance.md), then the
 others in parallel. A recipe still training at the deadline is cancelled and keeps its best checkpoint so far
-(its result says so). Each run writes ``runs/NAME/result.json`` (held-out figures as on the model card) and the
-model files, which ``training.evaluate_recipe``-style code can load again with :func:`load_run`.
+(its result says so). Each run writes ``runs/NAME/result.json`` (held-out figures as on the model card), the
+model files (``SECNNClassifier.load_files`` reads them, with ``review.json`` as the manifest's review policy) and
+its log.
 """
 
 from __future__ import annotations
@@ -124,14 +125,6 @@ def run_one(
     (folder / "review.json").write_text(json.dumps(model.review.to_dict()), encoding="utf-8")
     (folder / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (folder / "log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def load_run(folder: Path):
-    """The trained model of one sweep run."""
-    from allgui.core.models.secnn import SECNNClassifier
-
-    review = json.loads((folder / "review.json").read_text(encoding="utf-8"))
-    return SECNNClassifier.load_files(folder, {"review": review})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
             self.models.load(chosen)
         self.models.probe_devices()
         self.training.load_experiments()
-        gc.freeze()  # the shell, the tabs and pyqtgraph: see _model_loaded
+        gc.freeze()  # the shell, the tabs and pyqtgraph; model_controller._load freezes the model and torch
         self.tabs_ready.emit()
 
     # ---- models -------------------------------------------------------------------------------------------------
@@ -258,10 +258,6 @@ class MainWindow(QMainWindow):
         self._fill_models(self.models.models)
         device = loaded.classifier.device_name
         self.show_message(f"Model {loaded.title} ({loaded.id}) ready on {device}")
-        # Everything alive now (Qt wrappers, torch, the model) lives as long as the window: freezing it keeps it out
-        # of Python's full collections, which otherwise scan it all on whatever thread allocates, GIL held, and grew
-        # to 200-250 ms each (stalls of the event loop at start-up and as a training started).
-        gc.freeze()
         if device == "CPU" and not self.device_label.text():
             self.device_label.setText("")
 

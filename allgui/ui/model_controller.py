@@ -18,7 +18,8 @@ def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedMo
 
     No garbage collection while torch, scikit-learn and the model come in: each full collection scans the growing
     heap with the GIL held, whatever thread it runs on, and froze the window for 60-220 ms, five to seven times per
-    start-up. Once loaded, everything is frozen out of later collections and collecting resumes.
+    start-up. Once loaded, everything (torch, the model, the window) is frozen out of later collections, which would
+    otherwise scan it again whenever a long job allocates (the stall as a training started), and collecting resumes.
     """
     collecting = gc.isenabled()
     gc.disable()
