@@ -10,7 +10,7 @@ import torch
 
 from allgui.core import classify
 from allgui.core.imageio import read_rgb
-from allgui.core.inference import FastSECNN, _median_colour, describe, fast_path
+from allgui.core.inference import FastSECNN, _median_colour, bfloat16_supported, default_precision, describe, fast_path
 from allgui.core.models import calibration
 from allgui.core.models.classical import ColorBaselineClassifier
 from allgui.core.models.secnn import SECNNClassifier
@@ -55,7 +55,7 @@ def test_describe_gives_the_image_statistics_of_real_images(data_dir: Path) -> N
 def test_fast_predictions_equal_the_plain_ones(trained: tuple[SECNNClassifier, list[Path]]) -> None:
     model, paths = trained
     images = [read_rgb(p) for p in paths]
-    fast = FastSECNN(model)
+    fast = FastSECNN(model, precision="float32")
     assert all(np.array_equal(fast.pixels(i), model.prepare(i)) for i in images)
     plain, quick = model.predict(images), fast.predict(images)
     np.testing.assert_allclose([p.probabilities for p in quick], [p.probabilities for p in plain], atol=1e-5)
@@ -85,6 +85,7 @@ def test_classify_rows_are_the_same_with_and_without_the_fast_path(
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     files = [*paths, broken]
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
     fast_rows = classify.classify_paths(files, loaded, batch_size=7)
     monkeypatch.setattr(classify, "_fast_path", lambda loaded: None)
     plain_rows = classify.classify_paths(files, loaded, batch_size=7)
@@ -103,4 +104,33 @@ def test_fast_path_follows_a_strided_first_convolution(data_dir: Path) -> None:
     model.fit(subset.data.paths, subset.data.labels, groups=subset.groups)
     assert model.net is not None and model.net.blocks[0].convs[0].stride == (2, 2)
     images = [read_rgb(p) for p in subset.data.paths]
-    np.testing.assert_allclose(FastSECNN(model).predict_proba(images), model.predict_proba(images), atol=1e-5)
+    fast = FastSECNN(model, precision="float32")
+    np.testing.assert_allclose(fast.predict_proba(images), model.predict_proba(images), atol=1e-5)
+
+
+def test_precision_follows_the_environment_and_rejects_unknown_names(
+    trained: tuple[SECNNClassifier, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = trained
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
+    assert default_precision() == "float32" and FastSECNN(model).precision == "float32"
+    monkeypatch.delenv("ALLGUI_INFERENCE_PRECISION")
+    assert default_precision() == ("bfloat16" if bfloat16_supported() else "float32")
+    with pytest.raises(ValueError, match="precision"):
+        FastSECNN(model, precision="float16")
+
+
+@pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has no bfloat16 units (the fast path stays float32)")
+def test_bfloat16_keeps_the_shipped_models_answers_on_real_images(data_dir: Path) -> None:
+    from allgui.resources import shipped_models_dir
+
+    model = load_model(shipped_models_dir() / "secnn-default").classifier
+    assert isinstance(model, SECNNClassifier)
+    images = [read_rgb(p) for p in sorted(data_dir.rglob("*.jpg"))[::11]]  # 252 images from every class
+    full = FastSECNN(model, precision="float32").predict(images)
+    half = FastSECNN(model, precision="bfloat16").predict(images)
+    assert half[0].probabilities.dtype == full[0].probabilities.dtype
+    change = np.abs(np.stack([p.probabilities for p in half]) - np.stack([p.probabilities for p in full]))
+    assert change.max() < 0.15 and change.mean() < 0.005
+    same = sum(a.predicted == b.predicted for a, b in zip(half, full, strict=True))
+    assert same >= len(images) - 2

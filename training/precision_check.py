@@ -1,0 +1,110 @@
+"""Does bfloat16 inference keep an SE-CNN's held-out figures? float32 against bfloat16 on the same images.
+
+Run: python -m training.precision_check MODEL_DIR [MODEL_DIR ...] [--data DIR] [--out FILE]
+
+Each model runs through the fast CPU path (allgui.core.inference) twice, in float32 and in bfloat16, on the later
+capture blocks that ``training.evaluate_recipe`` holds out (last 15% of each class, duplicate groups whole). For
+a model trained on the other 85% (what ``evaluate_recipe`` and ``sweep`` save) these are its held-out figures; for
+the shipped model, which saw every image, only the agreement lines mean anything. Needs a CPU with bfloat16 units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from allgui.core import metrics
+from allgui.core.dataset import load_labelled
+from allgui.core.imageio import read_rgb
+from allgui.core.inference import PRECISIONS, FastSECNN, bfloat16_supported
+from allgui.core.models.secnn import SECNNClassifier
+from allgui.core.models.store import MANIFEST, load_model
+from allgui.core.splits import block_split
+from training.recipe import DATA_DEFAULT
+
+
+def load(folder: Path) -> SECNNClassifier:
+    """A model folder, or a ``training.sweep`` run (model files with ``review.json`` as its review policy)."""
+    if (folder / MANIFEST).exists():
+        classifier = load_model(folder).classifier
+        assert isinstance(classifier, SECNNClassifier), f"{folder} is not an SE-CNN"
+        return classifier
+    return SECNNClassifier.load_files(folder, {"review": json.loads((folder / "review.json").read_text())})
+
+
+def figures(truth: np.ndarray, probabilities: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    predicted = probabilities.argmax(1)
+    wrong = predicted != truth
+    return {
+        "accuracy": round(float((~wrong).mean()), 4),
+        "macro_f1": round(float(f1_score(truth, predicted, labels=[0, 1, 2, 3], average="macro")), 4),
+        "benign_recall": round(float((predicted[truth == 0] == 0).mean()), 4),
+        "ece": round(float(metrics.expected_calibration_error(truth, probabilities)), 4),
+        "flagged_rate": round(float(flagged.mean()), 4),
+        "misclassified": int(wrong.sum()),
+        "misclassified_flagged": int((wrong & flagged).sum()),
+    }
+
+
+def compare(folder: Path, images: list, truth: np.ndarray) -> dict[str, Any]:
+    model = load(folder)
+    runs = {}
+    for precision in PRECISIONS:
+        fast = FastSECNN(model, threads=1, precision=precision)
+        predictions = fast.predict(images)
+        runs[precision] = (
+            np.stack([p.probabilities for p in predictions]),
+            np.array([p.needs_review for p in predictions]),
+        )
+    (p32, f32), (p16, f16) = runs["float32"], runs["bfloat16"]
+    return {
+        "model": str(folder),
+        "float32": figures(truth, p32, f32),
+        "bfloat16": figures(truth, p16, f16),
+        "max_abs_probability_change": round(float(np.abs(p32 - p16).max()), 5),
+        "same_class": int((p32.argmax(1) == p16.argmax(1)).sum()),
+        "same_review_flag": int((f32 == f16).sum()),
+        "images": len(truth),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("--out", type=Path, default=Path("training/results/precision.json"))
+    args = parser.parse_args(argv)
+    if not bfloat16_supported():
+        print("this CPU has no bfloat16 units: the fast path stays in float32 here, nothing to check")
+        return 2
+    prepared = load_labelled(args.data)
+    data = prepared.dataset
+    _, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
+    images = [read_rgb(data.paths[i]) for i in test]
+    truth = data.labels[test]
+    results = []
+    for folder in args.models:
+        result = compare(folder, images, truth)
+        results.append(result)
+        print(json.dumps(result))
+    document = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python -m training.precision_check " + " ".join(sys.argv[1:] if argv is None else argv),
+        "heldout": "last 15% of each class by capture number, duplicate groups whole",
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
