@@ -251,3 +251,22 @@ def test_training_with_augmentation_workers(subset: Subset) -> None:
     summary = subset.fit(model)
     assert summary["epochs_run"] == 1
     assert model.predict_proba(subset.test_images[:2]).shape == (2, 4)
+
+
+def test_stain_transfer_gives_a_real_smear_another_smears_stain(data_dir: Path) -> None:
+    from allgui.core.models.secnn import _StainTransfer, stain_statistics
+    from training.heldout import stain_normalise
+
+    benign = next((data_dir / "Benign").glob("*.jpg"))
+    pro = sorted((data_dir / "Pro").glob("*.jpg"))[-1]
+    images = torch.stack([torch.from_numpy(np.array(read_rgb(p))).permute(2, 0, 1) for p in (benign, pro)])
+    stains = stain_statistics(images)
+    assert stains.shape == (2, 2, 3) and not torch.allclose(stains[0], stains[1], atol=0.02)
+    source = images[0].float() / 255.0
+    restained = _StainTransfer(1.0, stains[1:])(source)
+    # The same pixels as the held-out stain-normalisation test gives with that stain as its target.
+    expected = np.asarray(stain_normalise(read_rgb(benign), stains[1, 0].numpy(), stains[1, 1].numpy()))
+    got = (restained * 255).round().permute(1, 2, 0).numpy()
+    assert np.abs(got - expected).mean() < 1.0
+    assert torch.allclose(stain_statistics((restained * 255).round().to(torch.uint8)[None])[0], stains[1], atol=0.03)
+    assert torch.equal(_StainTransfer(0.0, stains)(source), source)

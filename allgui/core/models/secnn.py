@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     "colour_jitter": 0.2,
     "hue_jitter": 0.04,
     "stain_jitter": 0.15,
+    # Probability of re-staining a training image with another training image's stain (optical-density mean and
+    # spread per channel, Reinhard-style), whatever its class: teaches the network to classify without the stain.
+    "stain_transfer": 0.0,
     "grey_prob": 0.25,
     "blur_prob": 0.2,
     # test-time augmentation: average logits over the 8 flips/rotations
@@ -117,6 +120,38 @@ class _StainJitter(nn.Module):
         scale = 1.0 + (torch.rand(3, 1, 1) * 2 - 1) * self.strength
         shift = (torch.rand(3, 1, 1) * 2 - 1) * self.strength * 0.1
         return torch.exp(-(od * scale + shift).clamp_min(0.0)).clamp(0.0, 1.0)
+
+
+def _optical_density(x: torch.Tensor) -> torch.Tensor:
+    """Optical density of [0, 1] intensities, as ``training.heldout.stain_normalise`` computes it."""
+    return -torch.log((x * 255.0 + 1.0) / 256.0)
+
+
+def stain_statistics(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Per image and channel, the mean and standard deviation of optical density: (N, 2, 3) from uint8 (N, 3, S, S)."""
+    out = []
+    for start in range(0, len(images), chunk):
+        od = _optical_density(images[start : start + chunk].float() / 255.0).flatten(2)
+        out.append(torch.stack([od.mean(dim=2), od.std(dim=2, correction=0)], dim=1))
+    return torch.cat(out) if out else torch.zeros(0, 2, 3)
+
+
+class _StainTransfer(nn.Module):
+    """With probability ``p``, give the image the optical-density mean and spread of a random bank entry."""
+
+    def __init__(self, p: float, bank: torch.Tensor) -> None:
+        super().__init__()
+        self.p, self.bank = p, bank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0 or len(self.bank) == 0 or float(torch.rand(())) >= self.p:
+            return x
+        mean, std = self.bank[int(torch.randint(0, len(self.bank), ()))]
+        od = _optical_density(x)
+        flat = od.flatten(1)
+        od = (od - flat.mean(dim=1)[:, None, None]) / (flat.std(dim=1, correction=0)[:, None, None] + 1e-6)
+        od = od * std[:, None, None] + mean[:, None, None]
+        return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp(0.0, 1.0)
 
 
 def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
@@ -241,7 +276,8 @@ class SECNNClassifier(Classifier):
             return (x - mean) / (std + 0.02)
         return (x - 0.5) / 0.25
 
-    def _augmenter(self) -> v2.Compose:
+    def _augmenter(self, stains: torch.Tensor | None = None) -> v2.Compose:
+        """Training augmentation; ``stains`` (from :func:`stain_statistics`) is the stain-transfer bank."""
         o = self.options
         size = self.image_size
         steps: list[nn.Module] = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), _RandomRot90()]
@@ -261,6 +297,8 @@ class SECNNClassifier(Classifier):
                     [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.9, 1.1), antialias=True)], p=o["scale_aug"]
                 )
             )
+        if float(o["stain_transfer"]) > 0 and stains is not None:
+            steps.append(_StainTransfer(float(o["stain_transfer"]), stains))
         jitter = o["colour_jitter"]
         if jitter > 0 or o["hue_jitter"] > 0:
             steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=o["hue_jitter"]))
@@ -398,7 +436,8 @@ class SECNNClassifier(Classifier):
             sample_p = 1.0 / counts[labels[train_idx]]
             sample_p /= sample_p.sum()
         batches = _EpochBatches()
-        loader = _augmented_batches(images, self._augmenter(), batches, int(o["loader_workers"]))
+        stains = stain_statistics(images[torch.from_numpy(train_idx)]) if float(o["stain_transfer"]) > 0 else None
+        loader = _augmented_batches(images, self._augmenter(stains), batches, int(o["loader_workers"]))
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         y_all = torch.from_numpy(labels)
