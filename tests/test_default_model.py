@@ -45,17 +45,21 @@ def test_shipped_models_stay_small() -> None:
     assert total < 50e6, f"shipped models take {total / 1e6:.1f} MB"
 
 
-def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, data_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def block(data_dir: Path) -> tuple[list, np.ndarray]:
+    """40 consecutive captures from the middle of each class: images the shipped model trained on (apart from the
+    few in its validation part, a random 15% of the duplicate groups)."""
     dataset = LabelledDataset.from_folder(data_dir)
     chosen = []
     for label in range(4):
         members = np.flatnonzero(dataset.labels == label)
-        # 40 consecutive captures from the middle of each class: images the shipped model trained on (apart from
-        # the few in its validation part, a random 15% of the duplicate groups).
         ordered = members[np.argsort(dataset.numbers[members], kind="stable")]
         chosen += list(ordered[len(ordered) // 2 : len(ordered) // 2 + 40])
-    images = [read_rgb(dataset.paths[i]) for i in chosen]
-    truth = dataset.labels[chosen]
+    return [read_rgb(dataset.paths[i]) for i in chosen], dataset.labels[chosen]
+
+
+def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, block: tuple[list, np.ndarray]) -> None:
+    images, truth = block
     predictions = shipped.classifier.predict(images)
     predicted = np.array([p.predicted for p in predictions])
     accuracy = float((predicted == truth).mean())
@@ -64,6 +68,17 @@ def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, data_dir:
     assert float((predicted[truth == 0] == 0).mean()) >= 0.97
     # Real smears from this laboratory are rarely sent for review.
     assert np.mean([p.needs_review for p in predictions]) <= 0.10
+
+
+def test_does_not_need_the_stain_colour(shipped: store.LoadedModel, block: tuple[list, np.ndarray]) -> None:
+    """Colour alone predicts much of the label in this data; the shipped model must also work without it."""
+    from training.heldout import greyscale, od_statistics, stain_normalise
+
+    images, truth = block
+    target_mean, target_std = od_statistics(images)
+    for change in (greyscale, lambda image: stain_normalise(image, target_mean, target_std)):
+        predicted = shipped.classifier.predict_proba([change(image) for image in images]).argmax(axis=1)
+        assert float((predicted == truth).mean()) >= 0.9
 
 
 def test_generated_non_smear_images_need_review(shipped: store.LoadedModel) -> None:
