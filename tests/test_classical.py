@@ -159,3 +159,15 @@ def test_color_baseline_is_not_offered_and_registry_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_review_reason_tells_confidence_and_threshold_apart() -> None:
+    from allgui.core.models.base import ReviewPolicy
+    from allgui.core.models.classical import ColorBaselineClassifier
+
+    model = ColorBaselineClassifier()
+    model.review = ReviewPolicy(min_confidence=0.99)
+    flagged = model._review(np.array([0.9851, 0.0149, 0.0, 0.0]), None)
+    assert flagged.needs_review and flagged.review_reasons == ["confidence 0.985 below 0.990"]
+    assert model._review(np.array([0.5, 0.5, 0.0, 0.0]), None).review_reasons == ["confidence 0.50 below 0.99"]
+    assert not model._review(np.array([0.995, 0.005, 0.0, 0.0]), None).needs_review

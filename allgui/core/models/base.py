@@ -108,7 +108,8 @@ class Classifier(ABC):
         confidence = float(probabilities[predicted])
         reasons = []
         if confidence < self.review.min_confidence:
-            reasons.append(f"confidence {confidence:.2f} below {self.review.min_confidence:.2f}")
+            shown, limit = _distinct(confidence, self.review.min_confidence)
+            reasons.append(f"confidence {shown} below {limit}")
         threshold = self.review.ood_threshold
         if ood_score is not None and threshold is not None and ood_score > threshold:
             reasons.append("image is unlike the training images")
@@ -131,3 +132,12 @@ class Classifier(ABC):
     def device_name(self) -> str:
         """Where inference runs, for display ("CPU" or the GPU's name)."""
         return "CPU"
+
+
+def _distinct(value: float, limit: float) -> tuple[str, str]:
+    """Both numbers with the fewest decimals (at least 2) that tell them apart: never "0.99 below 0.99"."""
+    for digits in range(2, 7):
+        shown, bound = f"{value:.{digits}f}", f"{limit:.{digits}f}"
+        if shown != bound:
+            break
+    return shown, bound
