@@ -156,7 +156,12 @@ def main() -> None:
     plain_seconds = time.perf_counter() - start
     fast_p = np.stack([fast[str(p)] for p in files])
     truth = dataset.labels
-    print(f"\nagreement on {len(files)} images (plain predict_proba took {plain_seconds:.1f} s):")
+    from allgui.core.inference import default_precision
+
+    print(
+        f"\nagreement on {len(files)} images, fast path in {default_precision()} against the plain float32 path "
+        f"(plain predict_proba took {plain_seconds:.1f} s):"
+    )
     print(f"  max |p_fast - p_plain| = {np.abs(fast_p - plain_p).max():.2e} (CSV keeps 6 decimals)")
     print(f"  same predicted class:    {(fast_p.argmax(1) == plain_p.argmax(1)).mean() * 100:.2f}%")
     print(
