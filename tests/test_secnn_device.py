@@ -134,8 +134,9 @@ def test_other_errors_are_not_hidden(images, monkeypatch) -> None:
     assert calls[0] == "cpu"
 
 
-def test_fast_cpu_path_is_unaffected(images) -> None:
-    """The fast batched path (CPU only) gives the same predictions as the plain path after the change."""
+def test_fast_cpu_path_is_unaffected(images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast batched path (CPU only, float32) gives the same predictions as the plain path after the change."""
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
     classifier = _shipped()
     fast = fast_path(classifier)
     assert fast is not None
