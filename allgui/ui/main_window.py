@@ -439,6 +439,9 @@ class MainWindow(QMainWindow):
         self.store_settings()
         if self.wizard is not None:
             self.wizard.close()
+        # A cancelled step (a training batch, a model load) may take seconds to return: the window goes at once.
+        self.hide()
+        QApplication.processEvents()
         if not self.runner.shutdown(15000):
             log.warning("some work did not stop within 15 s")
         QApplication.processEvents()

@@ -95,6 +95,28 @@ def test_closing_during_work_stops_the_workers(qtbot, store, data_dir: Path) -> 
     assert window.runner.pool.activeThreadCount() == 0
 
 
+def test_the_window_goes_at_once_while_a_cancelled_step_finishes(qtbot, store) -> None:
+    import threading
+    import time
+
+    window = open_window(qtbot, store, "test-svm")
+    seen: dict[str, bool] = {}
+    started = threading.Event()
+
+    def slow_step(task) -> None:
+        started.set()
+        while not task.cancel.cancelled:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the step in progress when Cancel arrived
+        seen["visible"] = window.isVisible()
+
+    window.runner.start("test-slow", slow_step)
+    assert started.wait(10)
+    window.close()
+    assert seen == {"visible": False}
+    assert window.runner.pool.activeThreadCount() == 0
+
+
 def test_shortcuts_and_preferences(qtbot, store, image_folder: Path) -> None:
     from allgui.ui.preferences import PreferencesDialog
 
