@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from allgui.core import classify
+from allgui.core import classify, inference
 from allgui.core.imageio import read_rgb
 from allgui.core.inference import FastSECNN, _median_colour, bfloat16_supported, default_precision, describe, fast_path
 from allgui.core.models import calibration
@@ -76,10 +76,16 @@ def test_fast_path_only_for_models_it_reproduces(trained: tuple[SECNNClassifier,
     assert fast_path(with_tta) is None
 
 
+@pytest.mark.parametrize("hash_at_input_size", [False, True])
 def test_classify_rows_are_the_same_with_and_without_the_fast_path(
-    trained: tuple[SECNNClassifier, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: tuple[SECNNClassifier, list[Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hash_at_input_size: bool,
 ) -> None:
     model, paths = trained
+    if hash_at_input_size:  # as for the shipped 96-px model: the fast path hashes the image it resized already
+        monkeypatch.setattr(classify, "HASH_SIZE", model.image_size)
     save_model(model, tmp_path / "model", model_id="tiny")
     loaded = load_model(tmp_path / "model")
     broken = tmp_path / "broken.jpg"
@@ -95,6 +101,7 @@ def test_classify_rows_are_the_same_with_and_without_the_fast_path(
         assert fast_row["predicted"] == plain_row["predicted"]
         assert fast_row["needs_review"] == plain_row["needs_review"]
         assert fast_row["duplicate_group"] == plain_row["duplicate_group"]
+        assert fast_row["phash"] == plain_row["phash"]
         np.testing.assert_allclose(fast_row["probabilities"], plain_row["probabilities"], atol=1e-5)
 
 
@@ -109,15 +116,25 @@ def test_fast_path_follows_a_strided_first_convolution(data_dir: Path) -> None:
 
 
 def test_precision_follows_the_environment_and_rejects_unknown_names(
-    trained: tuple[SECNNClassifier, list[Path]], monkeypatch: pytest.MonkeyPatch
+    trained: tuple[SECNNClassifier, list[Path]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     model, _ = trained
     monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
     assert default_precision() == "float32" and FastSECNN(model).precision == "float32"
     monkeypatch.delenv("ALLGUI_INFERENCE_PRECISION")
     assert default_precision() == ("bfloat16" if bfloat16_supported() else "float32")
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "fp32")  # a misspelling is reported, not obeyed silently
+    with caplog.at_level("WARNING", logger="allgui.core.inference"):
+        assert default_precision() == ("bfloat16" if bfloat16_supported() else "float32")
+    assert "not one of float32, bfloat16" in caplog.text
     with pytest.raises(ValueError, match="precision"):
         FastSECNN(model, precision="float16")
+    # A CPU without bfloat16 units: asking for it falls back (environment) or is refused (argument).
+    monkeypatch.setattr(inference, "bfloat16_supported", lambda: False)
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "bfloat16")
+    assert default_precision() == "float32"
+    with pytest.raises(ValueError, match="no bfloat16 units"):
+        FastSECNN(model, precision="bfloat16")
 
 
 @pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has no bfloat16 units (the fast path stays float32)")
@@ -129,7 +146,6 @@ def test_bfloat16_keeps_the_shipped_models_answers_on_real_images(data_dir: Path
     images = [read_rgb(p) for p in sorted(data_dir.rglob("*.jpg"))[::11]]  # 252 images from every class
     full = FastSECNN(model, precision="float32").predict(images)
     half = FastSECNN(model, precision="bfloat16").predict(images)
-    assert half[0].probabilities.dtype == full[0].probabilities.dtype
     change = np.abs(np.stack([p.probabilities for p in half]) - np.stack([p.probabilities for p in full]))
     assert change.max() < 0.15 and change.mean() < 0.005
     same = sum(a.predicted == b.predicted for a, b in zip(half, full, strict=True))

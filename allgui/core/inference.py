@@ -1,6 +1,6 @@
-"""A fast batched inference path for the SE-CNN: the same predictions as ``SECNNClassifier.predict``, sooner.
+"""A fast batched inference path for the SE-CNN: the predictions of ``SECNNClassifier.predict``, sooner.
 
-What makes it faster (all exact up to float rounding; :func:`check_agreement` measures it):
+What makes it faster (all exact up to float rounding, apart from bfloat16; ``tests/test_inference.py`` checks it):
 
 * BatchNorm folded into the convolution weights, and every map kept channels-last, where oneDNN's convolutions and
   max pooling are several times faster than in the default layout (pooling was 40% of the plain forward pass).
@@ -11,9 +11,10 @@ What makes it faster (all exact up to float rounding; :func:`check_agreement` me
   (the values are 8-bit, so the order statistics are read off the histogram exactly).
 * ``torch.inference_mode`` and large batches.
 * On CPUs with bfloat16 units (AMX, AVX-512-BF16) the convolutions run in bfloat16, about a third faster; the SE
-  excitations, pooled features and head stay in float32. Probabilities move by up to about 0.02 and a class changes
-  for about 1 image in 500, so this is the one part that is not exact: ``training/precision_check.py`` measured it
-  on held-out blocks (docs/performance.md) and ``ALLGUI_INFERENCE_PRECISION=float32`` turns it off.
+  excitations, pooled features and head stay in float32. Probabilities move by up to about 0.04 (0.11 over 20
+  trained models) and a class changes for about 1 image in 900, so this is the one part that is not exact:
+  ``training/precision_check.py`` measured it on held-out blocks (docs/performance.md) and
+  ``ALLGUI_INFERENCE_PRECISION=float32`` turns it off.
 
 The path is chosen only for SE-CNN models without test-time augmentation; every other model uses its own
 ``predict``. Preparing an image (:meth:`FastSECNN.prepare`) is thread-safe and meant to run in the decoding threads.
@@ -21,6 +22,7 @@ The path is chosen only for SE-CNN models without test-time augmentation; every 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -40,6 +42,7 @@ from allgui.core.models.secnn import CORNER_BOX, SECNNClassifier
 BATCH = 32
 _QUANTILES = (0.05, 0.5, 0.95)
 PRECISIONS = ("float32", "bfloat16")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,6 +143,8 @@ class FastSECNN:
         self.precision = precision or default_precision()
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.precision == "bfloat16" and not bfloat16_supported():
+            raise ValueError("this CPU has no bfloat16 units: use precision='float32'")
         self.dtype = getattr(torch, self.precision)
         self.model = model
         net = model.net.eval()
@@ -243,19 +248,29 @@ class FastSECNN:
 
 
 def bfloat16_supported() -> bool:
-    """Whether oneDNN runs bfloat16 convolutions natively here (AMX or AVX-512-BF16), not by emulation."""
+    """Whether this CPU has bfloat16 units (AMX or AVX-512-BF16) that oneDNN uses.
+
+    oneDNN also runs bfloat16 on plain AVX-512 by emulation, 3-4 times slower than float32: that does not count.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        hardware = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        return bool(hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
 def default_precision() -> str:
-    """bfloat16 where the CPU has the units for it, unless ``ALLGUI_INFERENCE_PRECISION`` says otherwise."""
+    """bfloat16 where the CPU has the units for it; ``ALLGUI_INFERENCE_PRECISION`` can ask for float32."""
     wanted = os.environ.get("ALLGUI_INFERENCE_PRECISION", "").strip().lower()
-    if wanted in PRECISIONS:
-        return wanted
-    return "bfloat16" if bfloat16_supported() else "float32"
+    if wanted and wanted not in PRECISIONS:
+        log.warning("ALLGUI_INFERENCE_PRECISION=%r is not one of %s; ignored", wanted, ", ".join(PRECISIONS))
+    if wanted == "float32":
+        return "float32"
+    if bfloat16_supported():
+        return "bfloat16"
+    if wanted == "bfloat16":
+        log.warning("ALLGUI_INFERENCE_PRECISION=bfloat16, but this CPU has no bfloat16 units: using float32")
+    return "float32"
 
 
 def inference_threads() -> int:
