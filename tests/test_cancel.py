@@ -328,6 +328,11 @@ def test_resume_refuses_another_models_journal_and_leaves_it_alone(
     with pytest.raises(JournalMismatchError, match="without --resume"):
         classify_paths(paths, load_model(tmp_path / "second"), journal=journal, resume=True)
     assert journal.read_bytes() == before
+    # A journal of the previous version (duplicate hashes of the full image) is not mixed into this one's rows.
+    header, rest = before.split(b"\n", 1)
+    journal.write_bytes(header.replace(b'"version": 2', b'"version": 1') + b"\n" + rest)
+    with pytest.raises(JournalMismatchError, match="journal version 1"):
+        classify_paths(paths, load_model(tmp_path / "first"), journal=journal, resume=True)
 
 
 def test_ctrl_c_in_classify_keeps_the_previous_export_and_resumes(

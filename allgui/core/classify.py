@@ -45,7 +45,19 @@ COLUMNS: tuple[str, ...] = (
     "error",
 )
 JOURNAL_FORMAT = "allgui-classify-journal"
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: duplicate hashes at HASH_SIZE px; rows of version 1 hash the full image
+
+
+def journal_header_matches(header: dict[str, Any], digest: str) -> bool:
+    """Whether a journal's first line is of this version and for the model with ``digest``: only then can its rows
+    be taken over (another version's hashes would not group with this one's)."""
+    return (
+        header.get("format") == JOURNAL_FORMAT
+        and header.get("version") == JOURNAL_VERSION
+        and header.get("model_digest") == digest
+    )
+
+
 # The duplicate column hashes images at the default SE-CNN's input size, which the fast path has at hand: a tenth
 # of the cost of hashing the full image. On the 2767 real images it finds 85 of the 86 groups a full-size hash finds
 # (the 86th pair sits at the threshold) and no other.
@@ -102,10 +114,11 @@ class Journal:
             except ValueError:
                 break
             if number == 0:
-                if record.get("format") != JOURNAL_FORMAT or record.get("model_digest") != self.header["model_digest"]:
+                if not journal_header_matches(record, self.header["model_digest"]):
                     raise JournalMismatchError(
-                        f"{self.path} was written for model {record.get('model_id')!r}, "
-                        f"not {self.header['model_id']!r}; run without --resume to start over"
+                        f"{self.path} was written for model {record.get('model_id')!r} by journal version "
+                        f"{record.get('version')!r} (this run: {self.header['model_id']!r}, version "
+                        f"{JOURNAL_VERSION}); run without --resume to start over"
                     )
             else:
                 self.rows.setdefault(path_key(record["path"]), record)

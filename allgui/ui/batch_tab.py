@@ -59,7 +59,7 @@ def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
         except ValueError:
             break
         if number == 0:
-            if record.get("model_digest") != classify.model_digest(loaded):
+            if not classify.journal_header_matches(record, classify.model_digest(loaded)):
                 return []
         else:
             rows.setdefault(classify.path_key(record["path"]), record)
