@@ -439,7 +439,9 @@ class MainWindow(QMainWindow):
         self.store_settings()
         if self.wizard is not None:
             self.wizard.close()
-        # A cancelled step (a training batch, a model load) may take seconds to return: the window goes at once.
+        # A cancelled step (a training batch, a model load) may take seconds to return: the window goes at once,
+        # after the runner has stopped taking tasks (the events processed here could otherwise start new ones).
+        self.runner.close()
         self.hide()
         QApplication.processEvents()
         if not self.runner.shutdown(15000):

@@ -74,7 +74,8 @@ def hash_task(task: Task, paths: Sequence[Path], threshold: int) -> tuple[list, 
 
 
 def batch_predict(classifier: Classifier) -> Any:
-    """The SE-CNN's fast batched path (allgui.core.inference, same predictions) where it applies, else ``predict``."""
+    """The SE-CNN's fast batched path (allgui.core.inference; same predictions, to bfloat16 rounding where the CPU
+    uses it) where it applies, else ``predict``."""
     if "allgui.core.models.secnn" in sys.modules:  # only then can the classifier be an SE-CNN; spares torch otherwise
         from allgui.core.inference import fast_path
 

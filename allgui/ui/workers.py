@@ -252,12 +252,16 @@ class TaskRunner(QObject):
                 for callback in worker.on_stopped:
                     callback()
 
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Cancel everything and wait for the threads; True when all stopped in time."""
+    def close(self) -> None:
+        """Refuse new tasks, cancel every running one and drop their pending callbacks (without waiting)."""
         self._closed = True
         for worker in list(self._running):
             worker.task.cancel.cancel()
         self._current.clear()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel everything and wait for the threads; True when all stopped in time."""
+        self.close()
         return self.pool.waitForDone(timeout_ms)
 
     def wait(self, timeout_ms: int = 10000) -> bool:
