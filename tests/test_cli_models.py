@@ -110,3 +110,15 @@ def test_ctrl_c_during_training_keeps_the_best_checkpoint(small_data: Path, tmp_
     assert loaded.manifest["fit"]["cancelled"] is True
     assert 1 <= loaded.manifest["fit"]["best_epoch"] < 40
     assert loaded.manifest["training"]["cancelled"] is True
+
+
+def test_an_se_cnn_trains_with_the_shipped_recipe_unless_told_otherwise() -> None:
+    import argparse
+
+    from allgui.cli.train import model_options
+    from allgui.core.models.recipes import SECNN_RECIPE
+
+    args = argparse.Namespace(model="secnn", image_size=24, epochs=3, device="cpu")
+    assert model_options(args) == {**SECNN_RECIPE, "image_size": 24, "epochs": 3, "device": "cpu"}
+    args = argparse.Namespace(model="svm", image_size=None, epochs=None, device="cpu")
+    assert model_options(args) == {}

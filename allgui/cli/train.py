@@ -34,9 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     from allgui.cli.main import UsageError
+    from allgui.core.models.recipes import SECNN_RECIPE
     from allgui.core.models.registry import kind_info
 
-    options: dict[str, Any] = {}
+    # An SE-CNN trains with the shipped default model's recipe unless told otherwise.
+    options: dict[str, Any] = dict(SECNN_RECIPE) if args.model == "secnn" else {}
     torch_kind = kind_info(args.model).needs_torch
     if args.image_size is not None:
         if not 8 <= args.image_size <= 1024:

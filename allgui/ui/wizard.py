@@ -44,6 +44,7 @@ from allgui.core.dataset import load_labelled
 from allgui.core.imageio import read_rgb
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
+from allgui.core.models.recipes import SECNN_RECIPE
 from allgui.core.models.store import ModelStore
 from allgui.core.progress import check
 from allgui.core.settings import Settings, user_data_dir
@@ -53,7 +54,7 @@ from allgui.ui.model_controller import ModelController
 from allgui.ui.workers import Task, TaskRunner, show_progress
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), acc ([\d.]+), val loss ([\d.]+), val acc ([\d.]+)")
-IMAGE_SIZE_DEFAULTS = {"secnn": 96, "cnn-hash-svm": 64, "svm": 32, "rf": 32}
+IMAGE_SIZE_DEFAULTS = {"secnn": SECNN_RECIPE["image_size"], "cnn-hash-svm": 64, "svm": 32, "rf": 32}
 
 
 # ---- work done in the thread pool ----------------------------------------------------------------------------------
@@ -285,7 +286,10 @@ class ModelPage(QWizardPage):
     def __init__(self, wizard: RetrainingWizard) -> None:
         super().__init__()
         self.setTitle("3. Model")
-        self.setSubTitle("The kind of model and its main options; the defaults suit the smear images.")
+        self.setSubTitle(
+            "The kind of model and its main options; the defaults suit the smear images (an SE-CNN trains with the "
+            "shipped default model's recipe)."
+        )
         self.owner = wizard
         self.kind_combo = QComboBox()
         for kind in registry.kinds(offered_only=True):
@@ -320,8 +324,9 @@ class ModelPage(QWizardPage):
 
     def options(self) -> dict[str, Any]:
         kind = self.kind_combo.currentData()
-        if kind == "secnn":
+        if kind == "secnn":  # the shipped default model's recipe, with the sizes chosen here
             return {
+                **SECNN_RECIPE,
                 "epochs": self.epochs.value(),
                 "image_size": self.image_size.value(),
                 "device": self.device.currentText(),

@@ -87,6 +87,13 @@ def test_wizard_end_to_end_with_live_curves(qtbot, store, labelled_folder: Path)
     assert wizard.saved_id == "retrained-1"
     assert store.active_id() == "retrained-1"
     assert store.find("retrained-1").manifest["training"]["test_images"] == result["training"]["test_images"]
+    # Retraining uses the shipped default model's recipe, with the epochs and size chosen in the wizard.
+    from allgui.core.models.recipes import SECNN_RECIPE
+
+    options = store.load("retrained-1").classifier.options
+    colour = ("normalise", "stain_transfer", "grey_prob", "stain_jitter", "mask_corner", "convs_per_block")
+    assert {k: options[k] for k in colour} == {k: SECNN_RECIPE[k] for k in colour}
+    assert options["epochs"] == 2 and options["image_size"] == wizard.model_page.image_size.value()
     close_window(qtbot, window)
 
 
