@@ -22,6 +22,7 @@ The path is chosen only for SE-CNN models without test-time augmentation; every 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -65,8 +66,7 @@ def _fold(
 
 def _od_table() -> np.ndarray:
     """Optical density of each 8-bit value, computed exactly as ``calibration.image_statistics`` does per pixel."""
-    x = torch.arange(256, dtype=torch.float32) / 255.0
-    return (-torch.log((x * 255.0 + 1.0) / 256.0)).double().numpy()
+    return calibration.optical_density(torch.arange(256, dtype=torch.float32) / 255.0).double().numpy()
 
 
 _OD = _od_table()
@@ -247,6 +247,7 @@ class FastSECNN:
         return self.head(features), features
 
 
+@functools.cache
 def bfloat16_supported() -> bool:
     """Whether this CPU has bfloat16 units (AMX or AVX-512-BF16) that oneDNN uses.
 

@@ -89,6 +89,11 @@ class Mahalanobis:
         return cls(*(state[f"{prefix}.{name}"].double().numpy() for name in ("means", "precision", "centre", "scale")))
 
 
+def optical_density(x: torch.Tensor) -> torch.Tensor:
+    """Optical density of [0, 1] intensities (8-bit values shifted by one so that black stays finite)."""
+    return -torch.log((x * 255.0 + 1.0) / 256.0)
+
+
 def image_statistics(batch: torch.Tensor) -> np.ndarray:
     """Colour and texture statistics of uint8 images (N, 3, H, W) that describe stain, background and focus.
 
@@ -96,7 +101,7 @@ def image_statistics(batch: torch.Tensor) -> np.ndarray:
     the share of bright (background) and dark pixels, and the mean gradient magnitude (sharpness/scale).
     """
     x = batch.float() / 255.0
-    od = -torch.log((x * 255.0 + 1.0) / 256.0)  # optical density per channel
+    od = optical_density(x)
     flat = od.flatten(2)
     quantiles = torch.quantile(flat, torch.tensor([0.05, 0.5, 0.95]), dim=2).permute(1, 2, 0).flatten(1)
     high = x.max(dim=1).values

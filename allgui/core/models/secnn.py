@@ -122,22 +122,23 @@ class _StainJitter(nn.Module):
         return torch.exp(-(od * scale + shift).clamp_min(0.0)).clamp(0.0, 1.0)
 
 
-def _optical_density(x: torch.Tensor) -> torch.Tensor:
-    """Optical density of [0, 1] intensities, as ``training.heldout.stain_normalise`` computes it."""
-    return -torch.log((x * 255.0 + 1.0) / 256.0)
+def _od_moments(od: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of optical density over the last (pixel) axis."""
+    return od.mean(dim=-1), od.std(dim=-1, correction=0)
 
 
 def stain_statistics(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Per image and channel, the mean and standard deviation of optical density: (N, 2, 3) from uint8 (N, 3, S, S)."""
     out = []
     for start in range(0, len(images), chunk):
-        od = _optical_density(images[start : start + chunk].float() / 255.0).flatten(2)
-        out.append(torch.stack([od.mean(dim=2), od.std(dim=2, correction=0)], dim=1))
+        od = calibration.optical_density(images[start : start + chunk].float() / 255.0).flatten(2)
+        out.append(torch.stack(_od_moments(od), dim=1))
     return torch.cat(out) if out else torch.zeros(0, 2, 3)
 
 
 class _StainTransfer(nn.Module):
-    """With probability ``p``, give the image the optical-density mean and spread of a random bank entry."""
+    """With probability ``p``, give the image the optical-density mean and spread of a random bank entry (the
+    Reinhard-style normalisation of ``training.heldout.stain_normalise``, towards another image's stain)."""
 
     def __init__(self, p: float, bank: torch.Tensor) -> None:
         super().__init__()
@@ -146,11 +147,11 @@ class _StainTransfer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p <= 0 or len(self.bank) == 0 or float(torch.rand(())) >= self.p:
             return x
-        mean, std = self.bank[int(torch.randint(0, len(self.bank), ()))]
-        od = _optical_density(x)
-        flat = od.flatten(1)
-        od = (od - flat.mean(dim=1)[:, None, None]) / (flat.std(dim=1, correction=0)[:, None, None] + 1e-6)
-        od = od * std[:, None, None] + mean[:, None, None]
+        target_mean, target_std = self.bank[int(torch.randint(0, len(self.bank), ()))]
+        od = calibration.optical_density(x)
+        mean, std = _od_moments(od.flatten(1))
+        od = (od - mean[:, None, None]) / (std[:, None, None] + 1e-6) * target_std[:, None, None]
+        od = od + target_mean[:, None, None]
         return ((256.0 * torch.exp(-od) - 1.0) / 255.0).clamp(0.0, 1.0)
 
 
