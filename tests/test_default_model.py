@@ -13,7 +13,6 @@ import pytest
 from sklearn.metrics import f1_score
 
 from allgui.core.dataset import LabelledDataset
-from allgui.core.imageio import read_rgb
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.resources import shipped_models_dir
@@ -46,7 +45,7 @@ def test_shipped_models_stay_small() -> None:
 
 
 @pytest.fixture(scope="module")
-def block(data_dir: Path) -> tuple[list, np.ndarray]:
+def block(data_dir: Path, shipped: store.LoadedModel) -> tuple[list, np.ndarray]:
     """40 consecutive captures from the middle of each class: images the shipped model trained on (apart from the
     few in its validation part, a random 15% of the duplicate groups)."""
     dataset = LabelledDataset.from_folder(data_dir)
@@ -55,7 +54,7 @@ def block(data_dir: Path) -> tuple[list, np.ndarray]:
         members = np.flatnonzero(dataset.labels == label)
         ordered = members[np.argsort(dataset.numbers[members], kind="stable")]
         chosen += list(ordered[len(ordered) // 2 : len(ordered) // 2 + 40])
-    return [read_rgb(dataset.paths[i]) for i in chosen], dataset.labels[chosen]
+    return [shipped.classifier.read(dataset.paths[i]) for i in chosen], dataset.labels[chosen]
 
 
 def test_classifies_a_block_of_real_images(shipped: store.LoadedModel, block: tuple[list, np.ndarray]) -> None:

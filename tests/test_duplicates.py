@@ -65,3 +65,13 @@ def test_exact_and_near_on_files(tmp_path: Path) -> None:
     by_name = {records[m].path.name: kind for m, kind in zip(groups[0].members, groups[0].kinds, strict=True)}
     assert by_name == {"a.jpg": "exact", "a_copy.jpg": "exact", "a_recompressed.jpg": "near"}
     assert [r.error is not None for r in records].count(True) == 1
+
+
+@pytest.mark.parametrize("method", ["phash", "dhash", "ahash", "whash"])
+def test_hash_values_are_the_ones_imagehash_prints(data_dir: Path, method: str) -> None:
+    from allgui.core.hashing import HASH_METHODS, perceptual_hash
+    from allgui.core.imageio import read_rgb
+
+    for path in sorted(data_dir.rglob("*.jpg"))[::139]:
+        image = read_rgb(path)
+        assert perceptual_hash(image, method) == int(str(HASH_METHODS[method](image)), 16)

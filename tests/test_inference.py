@@ -10,7 +10,15 @@ import torch
 
 from allgui.core import classify, inference
 from allgui.core.imageio import read_rgb
-from allgui.core.inference import FastSECNN, _median_colour, bfloat16_supported, default_precision, describe, fast_path
+from allgui.core.inference import (
+    FastSECNN,
+    _median_colour,
+    bfloat16_supported,
+    channel_counts,
+    default_precision,
+    describe,
+    fast_path,
+)
 from allgui.core.models import calibration
 from allgui.core.models.classical import ColorBaselineClassifier
 from allgui.core.models.secnn import SECNNClassifier
@@ -37,7 +45,7 @@ def test_median_colour_matches_numpy_for_even_and_odd_pixel_counts() -> None:
             if rng.random() < 0.5:  # few distinct values: ties around the middle
                 array = (array // 64 * 64).astype(np.uint8)
             expected = np.median(array.reshape(-1, 3), axis=0).astype(np.uint8)
-            assert np.array_equal(_median_colour(array), expected)
+            assert np.array_equal(_median_colour(channel_counts(array)), expected)
 
 
 def test_describe_gives_the_image_statistics_of_real_images(data_dir: Path) -> None:
@@ -57,6 +65,8 @@ def test_fast_predictions_equal_the_plain_ones(trained: tuple[SECNNClassifier, l
     images = [read_rgb(p) for p in paths]
     fast = FastSECNN(model, precision="float32")
     assert all(np.array_equal(fast.pixels(i), model.prepare(i)) for i in images)
+    # The histograms updated for the masked corner are those of the masked pixels.
+    assert all(np.array_equal(counts, channel_counts(pixels)) for pixels, counts in map(fast._masked, images))
     plain, quick = model.predict(images), fast.predict(images)
     np.testing.assert_allclose([p.probabilities for p in quick], [p.probabilities for p in plain], atol=1e-5)
     np.testing.assert_allclose([p.ood_score for p in quick], [p.ood_score for p in plain], rtol=1e-4)
@@ -143,10 +153,44 @@ def test_bfloat16_keeps_the_shipped_models_answers_on_real_images(data_dir: Path
 
     model = load_model(shipped_models_dir() / "secnn-default").classifier
     assert isinstance(model, SECNNClassifier)
-    images = [read_rgb(p) for p in sorted(data_dir.rglob("*.jpg"))[::11]]  # 252 images from every class
+    images = [model.read(p) for p in sorted(data_dir.rglob("*.jpg"))[::11]]  # 252 images from every class
     full = FastSECNN(model, precision="float32").predict(images)
     half = FastSECNN(model, precision="bfloat16").predict(images)
     change = np.abs(np.stack([p.probabilities for p in half]) - np.stack([p.probabilities for p in full]))
     assert change.max() < 0.15 and change.mean() < 0.005
     same = sum(a.predicted == b.predicted for a, b in zip(half, full, strict=True))
     assert same >= len(images) - 2
+
+
+def test_a_jpeg_draft_model_sees_files_decoded_as_in_its_training(
+    trained: tuple[SECNNClassifier, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``jpeg_draft`` the files are decoded at reduced scale for training, ``classify`` (both paths) and
+    ``Classifier.read``; other formats and other models are decoded at full size."""
+    from allgui.core.progress import no_progress
+
+    model, paths = trained
+    save_model(model, tmp_path / "model", model_id="tiny")
+    loaded = load_model(tmp_path / "model")
+    drafted = loaded.classifier
+    assert isinstance(drafted, SECNNClassifier)
+    drafted.options["jpeg_draft"] = True
+    files = paths[::6]
+    png = tmp_path / "copy.png"
+    read_rgb(files[0]).save(png)
+    assert model.read(files[0]).size == (224, 224) and drafted.read(png).size == (224, 224)
+    assert drafted.read(files[0]).size == (56, 56)  # 1/4 scale: the smallest that keeps at least 33 px
+    expected = np.stack([drafted.prepare(drafted.read(p)) for p in files])
+    loaded_pixels = drafted._load(files, no_progress, None, len(files)).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(loaded_pixels, expected)
+    assert not np.array_equal(expected, np.stack([model.prepare(read_rgb(p)) for p in files]))
+
+    monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
+    wanted = drafted.predict_proba([drafted.read(p) for p in [*files, png]])
+    full = model.predict_proba([read_rgb(p) for p in [*files, png]])
+    assert np.abs(wanted - full)[:-1].max() > 1e-4 and np.abs(wanted - full)[-1].max() < 1e-5
+    for use_fast in (True, False):
+        if not use_fast:
+            monkeypatch.setattr(classify, "_fast_path", lambda loaded: None)
+        rows = classify.classify_paths([*files, png], loaded)
+        np.testing.assert_allclose([r["probabilities"] for r in rows], wanted, atol=1e-5)

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from allgui.core.dataset import load_labelled
-from allgui.core.imageio import read_rgb
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
@@ -29,11 +28,12 @@ from training.heldout import evaluate_model, greyscale
 from training.recipe import DATA_DEFAULT, RECIPE
 
 
-def colour_baseline(train_paths, train_labels, images, truth) -> dict:
+def colour_baseline(train_paths, train_labels, test_paths, truth) -> dict:
     from allgui.core.models.classical import ColorBaselineClassifier
 
     baseline = ColorBaselineClassifier()
     baseline.fit(train_paths, train_labels)
+    images = [baseline.read(path) for path in test_paths]
     result = {}
     for name, batch in (("as is", images), ("greyscale", [greyscale(im) for im in images])):
         predicted = baseline.predict_proba(batch).argmax(1)
@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = SECNNClassifier(**options)
     summary = model.fit([data.paths[i] for i in train], data.labels[train], groups=prepared.group_ids[train], log=log)
-    images = [read_rgb(data.paths[i]) for i in test]
+    images = [model.read(data.paths[i]) for i in test]
     truth = data.labels[test]
-    reference = [read_rgb(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
+    reference = [model.read(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
     result = {
         "name": args.name,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         **evaluate_model(model, images, truth, reference, log),
     }
     if not args.no_baseline:
-        result["colour_baseline"] = colour_baseline([data.paths[i] for i in train], data.labels[train], images, truth)
+        result["colour_baseline"] = colour_baseline(
+            [data.paths[i] for i in train], data.labels[train], [data.paths[i] for i in test], truth
+        )
         log(f"colour-only baseline: {result['colour_baseline']}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -23,7 +23,6 @@ from sklearn.metrics import f1_score
 
 from allgui.core import metrics
 from allgui.core.dataset import load_labelled
-from allgui.core.imageio import read_rgb
 from allgui.core.inference import PRECISIONS, FastSECNN, bfloat16_supported
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import MANIFEST, load_model
@@ -54,8 +53,9 @@ def figures(truth: np.ndarray, probabilities: np.ndarray, flagged: np.ndarray) -
     }
 
 
-def compare(folder: Path, images: list, truth: np.ndarray) -> dict[str, Any]:
+def compare(folder: Path, paths: list[Path], truth: np.ndarray) -> dict[str, Any]:
     model = load(folder)
+    images = [model.read(path) for path in paths]
     runs = {}
     for precision in PRECISIONS:
         fast = FastSECNN(model, threads=1, precision=precision)
@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     prepared = load_labelled(args.data)
     data = prepared.dataset
     _, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
-    images = [read_rgb(data.paths[i]) for i in test]
+    paths = [data.paths[i] for i in test]
     truth = data.labels[test]
     results = []
     for folder in args.models:
-        result = compare(folder, images, truth)
+        result = compare(folder, paths, truth)
         results.append(result)
         print(json.dumps(result))
     document = {

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from allgui.core.dataset import load_labelled
-from allgui.core.imageio import read_rgb
 from allgui.core.models.store import load_model
 from allgui.core.splits import block_split
 from training.recipe import DATA_DEFAULT
@@ -36,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     prepared = load_labelled(args.data)
     data = prepared.dataset
     _, test = block_split(data.labels, data.numbers, prepared.group_ids, args.fraction)
-    images = [read_rgb(data.paths[i]) for i in test]
     truth = data.labels[test]
     names = [data.paths[i].name for i in test]
     models, wrong_sets = [], []
     for entry in args.models:
         name, _, folder = entry.partition("=")
-        predictions = load_model(folder).classifier.predict(images)
+        classifier = load_model(folder).classifier
+        predictions = classifier.predict([classifier.read(data.paths[i]) for i in test])
         predicted = np.array([p.predicted for p in predictions])
         flagged = np.array([p.needs_review for p in predictions])
         wrong = predicted != truth

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from allgui.core.dataset import load_labelled
-from allgui.core.imageio import read_rgb
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
@@ -79,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.all:
         heldout = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else None
     else:
-        images = [read_rgb(data.paths[i]) for i in test]
+        images = [model.read(data.paths[i]) for i in test]
         truth = data.labels[test]
-        reference = [read_rgb(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
+        reference = [model.read(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
         heldout = {
             "name": "heldout",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -96,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             "fit": summary,
             "options": RECIPE,
             **evaluate_model(model, images, truth, reference, log),
-            "colour_baseline": colour_baseline([data.paths[i] for i in train], data.labels[train], images, truth),
+            "colour_baseline": colour_baseline(
+                [data.paths[i] for i in train], data.labels[train], [data.paths[i] for i in test], truth
+            ),
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")

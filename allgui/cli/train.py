@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
     from allgui.cli.main import UsageError
     from allgui.core.dataset import load_labelled
-    from allgui.core.imageio import read_rgb
     from allgui.core.metrics import evaluate
     from allgui.core.models.registry import create
     from allgui.core.models.store import ModelStore, new_model_id, save_model
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {}
     if len(test_idx):
         try:
-            images = [read_rgb(dataset.paths[i]) for i in test_idx]
+            images = [model.read(dataset.paths[i]) for i in test_idx]
             metrics = evaluate(dataset.labels[test_idx], model.predict_proba(images))
             metrics["evaluated_on"] = f"block hold-out: last {args.holdout:.0%} of captures per class"
         except RuntimeError:

@@ -164,10 +164,13 @@ def batch_hash(image: Image.Image) -> int:
     return perceptual_hash(image)
 
 
-def _decode(path: Path, fast: Any = None) -> _Decoded:
-    """Read, hash and (on the fast path) prepare one file for the model, in a decoding thread."""
+def _decode(path: Path, fast: Any = None, draft: tuple[int, int] | None = None) -> _Decoded:
+    """Read, hash and (on the fast path) prepare one file for the model, in a decoding thread.
+
+    ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images.
+    """
     try:
-        image, sha256 = read_rgb_and_sha256(path)
+        image, sha256 = read_rgb_and_sha256(path, draft=draft)
         if fast is None:
             return _Decoded(path, image, sha256, batch_hash(image), None)
         resized = fast.resized(image)
@@ -223,14 +226,21 @@ def _rows_for(
     return rows
 
 
-def _decoder(paths: list[Path], batch_size: int, out: queue.Queue, stop: threading.Event, fast: Any = None) -> None:
+def _decoder(
+    paths: list[Path],
+    batch_size: int,
+    out: queue.Queue,
+    stop: threading.Event,
+    fast: Any = None,
+    draft: tuple[int, int] | None = None,
+) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="classify-decode") as pool:
             for start in range(0, len(paths), batch_size):
                 if stop.is_set():
                     return
-                batch = list(pool.map(lambda path: _decode(path, fast), paths[start : start + batch_size]))
+                batch = list(pool.map(lambda path: _decode(path, fast, draft), paths[start : start + batch_size]))
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -285,7 +295,9 @@ def classify_paths(
     stop = threading.Event()
     fast = _fast_path(loaded)
     worker = threading.Thread(
-        target=_decoder, args=(todo, max(1, batch_size), batches, stop, fast), name="classify-decode"
+        target=_decoder,
+        args=(todo, max(1, batch_size), batches, stop, fast, loaded.classifier.decode_draft),
+        name="classify-decode",
     )
     worker.start()
     try:

@@ -168,12 +168,23 @@ def dedupe(indices: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.sort(indices[first])
 
 
-def _read_all(paths: Sequence[Path], cancel: CancelToken | None) -> list[Image.Image]:
-    images = []
-    for path in paths:
-        check(cancel)
-        images.append(read_rgb(path))
-    return images
+class _TestImages:
+    """The test images, decoded once for each way models read their files (``Classifier.decode_draft``)."""
+
+    def __init__(self, paths: Sequence[Path], cancel: CancelToken | None) -> None:
+        self.paths = list(paths)
+        self.cancel = cancel
+        self._decoded: dict[tuple[int, int] | None, list[Image.Image]] = {}
+
+    def for_model(self, model: registry.Classifier) -> list[Image.Image]:
+        draft = model.decode_draft
+        if draft not in self._decoded:
+            images = []
+            for path in self.paths:
+                check(self.cancel)
+                images.append(read_rgb(path, draft=draft))
+            self._decoded[draft] = images
+        return self._decoded[draft]
 
 
 def _predict(model: registry.Classifier, images: list[Image.Image], batch: int = 64) -> tuple[np.ndarray, float]:
@@ -187,7 +198,7 @@ def run_experiment(
     spec: ExperimentSpec,
     data: PreparedData,
     train_idx: np.ndarray,
-    test_images: list[Image.Image],
+    test_images: _TestImages,
     test_labels: np.ndarray,
     *,
     quick: bool = False,
@@ -215,7 +226,7 @@ def run_experiment(
     )
     fit_seconds = time.perf_counter() - started
     check(cancel)
-    probabilities, predict_seconds = _predict(model, test_images)
+    probabilities, predict_seconds = _predict(model, test_images.for_model(model))
     metrics = evaluate(test_labels, probabilities)
     return {
         "name": spec.name,
@@ -308,7 +319,7 @@ def run_comparison(
         f"{len(dataset)} images ({len(data.unreadable)} unreadable set aside), {len(data.groups)} duplicate groups; "
         f"{len(train_idx)} train / {len(test_idx)} test; {SPLIT_LABELS[split]}"
     )
-    test_images = _read_all([dataset.paths[i] for i in test_idx], cancel)
+    test_images = _TestImages([dataset.paths[i] for i in test_idx], cancel)
     results: dict[str, Any] = {
         "format_version": 1,
         "disclaimer": DISCLAIMER,

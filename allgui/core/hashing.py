@@ -41,7 +41,9 @@ def perceptual_hash(image: Image.Image, method: str = "phash") -> int:
         function = HASH_METHODS[method]
     except KeyError:
         raise ValueError(f"unknown hash method {method!r}; choose one of {', '.join(HASH_METHODS)}") from None
-    return int(str(function(image)), 16)
+    bits = function(image).hash.ravel()
+    # The bits as imagehash prints them (row-major, first bit highest), without its string round trip.
+    return int.from_bytes(np.packbits(bits).tobytes(), "big") >> (-len(bits) % 8)
 
 
 # Hashes work on 32x32 (phash) or smaller images, so JPEGs are decoded at a reduced scale of at least this size.

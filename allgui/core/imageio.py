@@ -105,7 +105,7 @@ def decode_rgb(
     """Decode image bytes (``path`` only names the file in errors) to 8-bit RGB with EXIF orientation applied.
 
     ``draft`` lets JPEG decoding scale down by 2-8x in the DCT domain, keeping at least that size: several times
-    faster when only a small version is needed (perceptual hashes).
+    faster when only a small version is needed (perceptual hashes, models with ``jpeg_draft``).
     """
     try:
         with warnings.catch_warnings():
@@ -139,20 +139,12 @@ def decode_rgb(
         raise ImageReadError(path, f"image could not be decoded ({type(error).__name__}: {error})") from None
 
 
-def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image with EXIF orientation applied, or raise :class:`ImageReadError`."""
-    return decode_rgb(read_bytes(path), path, max_pixels)
+    return decode_rgb(read_bytes(path), path, max_pixels, draft)
 
 
 def read_rgb_and_sha256(path: str | Path, draft: tuple[int, int] | None = None) -> tuple[Image.Image, str]:
     """The image and the SHA-256 of its file's bytes, reading the file once."""
     data = read_bytes(path)
     return decode_rgb(data, path, draft=draft), hashlib.sha256(data).hexdigest()
-
-
-def read_rgb_array(path: str | Path, size: int | None = None) -> np.ndarray:
-    """RGB uint8 array (H, W, 3), optionally resized to ``size`` x ``size`` with bilinear filtering."""
-    image = read_rgb(path)
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)

@@ -94,7 +94,7 @@ def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> i
         images, indices = [], []
         for index in range(start, min(start + BATCH, total)):
             try:
-                images.append(read_rgb(paths[index]))
+                images.append(classifier.read(paths[index]))
                 indices.append(index)
             except ImageReadError as error:
                 task.partial((index, None, error.reason))
@@ -107,7 +107,7 @@ def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> i
 
 
 def attention_task(task: Task, classifier: Classifier, path: Path, key: Any) -> tuple[Any, Attention | None]:
-    return key, classifier.attention(read_rgb(path))
+    return key, classifier.attention(classifier.read(path))
 
 
 def prefetch_task(task: Task, classifier: Classifier, wanted: list[tuple[Any, Path]], cache: dict) -> int:
@@ -116,7 +116,7 @@ def prefetch_task(task: Task, classifier: Classifier, wanted: list[tuple[Any, Pa
         check(task.cancel)
         if key not in cache:
             try:
-                cache[key] = classifier.attention(read_rgb(path))
+                cache[key] = classifier.attention(classifier.read(path))
             except ImageReadError:
                 continue
     return len(wanted)
@@ -139,7 +139,7 @@ def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, l
             check(task.cancel)
             done += 1
             try:
-                attention = classifier.attention(read_rgb(path))
+                attention = classifier.attention(classifier.read(path))
             except ImageReadError:
                 continue
             if attention is None:

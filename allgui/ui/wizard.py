@@ -41,7 +41,6 @@ from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES, class_index
 from allgui.core.datacheck import DataCheckReport, check_dataset
 from allgui.core.dataset import load_labelled
-from allgui.core.imageio import read_rgb
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
 from allgui.core.models.recipes import SECNN_RECIPE
@@ -92,7 +91,8 @@ def train_task(
     fit_seconds = time.perf_counter() - started
     check(task.cancel)
     task.log("evaluating on the held-out images…")
-    images = [read_rgb(dataset.paths[i]) for i in test_idx]
+    test_paths = [dataset.paths[i] for i in test_idx]
+    images = [model.read(path) for path in test_paths]
     truth = dataset.labels[test_idx]
     new_metrics = evaluate(truth, model.predict_proba(images) if images else np.zeros((0, len(CLASS_NAMES))))
     active_metrics, active_title = None, None
@@ -100,6 +100,8 @@ def train_task(
         try:
             active = store.load(active_id)
             check(task.cancel)
+            if active.classifier.decode_draft != model.decode_draft:  # each model sees files as it was trained to
+                images = [active.classifier.read(path) for path in test_paths]
             active_metrics = evaluate(truth, active.classifier.predict_proba(images))
             active_title = f"{active.title} ({active.id})"
         except Exception as error:  # noqa: BLE001 - the comparison is informative; training still succeeded

@@ -49,7 +49,9 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
         assert np.allclose(panel.shown[block], values)
         assert np.allclose(panel.bars[block].yData - panel._offset(block), values)
     assert review.image_panel.overlay.image is not None
-    assert review.image_panel.overlay.image.shape[:2] == review.image_panel.image.image.shape[:2]
+    # The heat map (here at the model's half-scale decode, 112 px) is stretched over the whole 224 px image.
+    overlay, image = review.image_panel.overlay, review.image_panel.image
+    assert overlay.mapRectToParent(overlay.boundingRect()) == image.mapRectToParent(image.boundingRect())
     assert review.duplicates_box.isVisibleTo(review)
     captions = [review.duplicates_layout.itemAt(i).widget().text() for i in range(review.duplicates_layout.count() - 1)]
     assert captions[0].endswith("this image") and any("identical file" in c for c in captions[1:])

@@ -1,7 +1,8 @@
 """The one interface every classifier answers, so the GUI and CLI never branch on the model type.
 
-Images go in as 8-bit RGB PIL images (from :func:`allgui.core.imageio.read_rgb`); probabilities come out as an
-``(n, 4)`` array in the fixed class order of :data:`allgui.core.classes.CLASS_NAMES`.
+Images go in as 8-bit RGB PIL images (from :meth:`Classifier.read`, which decodes a file as the model was trained
+to see it); probabilities come out as an ``(n, 4)`` array in the fixed class order of
+:data:`allgui.core.classes.CLASS_NAMES`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from allgui.core.classes import CLASS_NAMES
+from allgui.core.imageio import read_rgb
 from allgui.core.progress import CancelToken, ProgressCallback
 
 LogCallback = Callable[[str], None]
@@ -89,6 +91,15 @@ class Classifier(ABC):
         ``groups`` are duplicate-group ids (equal id = near-duplicates) for any internal validation split, which must
         keep groups whole. Returns a JSON-able summary of the fit (history, chosen hyper-parameters, ...).
         """
+
+    @property
+    def decode_draft(self) -> tuple[int, int] | None:
+        """The size JPEG files are decoded down to (in the DCT domain) for this model; None: full size."""
+        return None
+
+    def read(self, path: str | Path) -> Image.Image:
+        """An image file decoded as this model sees its inputs in training (raises ``ImageReadError``)."""
+        return read_rgb(path, draft=self.decode_draft)
 
     @abstractmethod
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -21,7 +21,6 @@ from sklearn.preprocessing import Binarizer, StandardScaler
 from sklearn.svm import SVC
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.imageio import read_rgb
 from allgui.core.models.base import Classifier, LogCallback
 from allgui.core.models.classical import full_probabilities
 from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
@@ -66,11 +65,15 @@ class CNNHashSVMClassifier(Classifier):
     def device_name(self) -> str:
         return self.cnn.device_name if self.cnn is not None else "CPU"
 
+    @property
+    def decode_draft(self) -> tuple[int, int] | None:
+        return self.cnn.decode_draft if self.cnn is not None else None  # files are read as its CNN reads them
+
     def _features_of_paths(self, paths: Sequence[Path], cancel: CancelToken | None) -> np.ndarray:
         parts = []
         for start in range(0, len(paths), CHUNK):
             check(cancel)
-            parts.append(self.cnn.features([read_rgb(p) for p in paths[start : start + CHUNK]]))
+            parts.append(self.cnn.features([self.cnn.read(p) for p in paths[start : start + CHUNK]]))
         return np.concatenate(parts)
 
     def fit(

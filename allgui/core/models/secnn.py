@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
-from allgui.core.imageio import read_rgb
 from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
 from allgui.core.models.base import Attention, Classifier, LogCallback, ReviewPolicy
@@ -76,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
     # input: per-image channel standardisation removes global stain tint; the corner holds the scale-bar label
     "normalise": "image",  # image | fixed
     "mask_corner": True,
+    # Decode JPEG files at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8, keeping at least image_size) before
+    # the resize, in training and in use alike: faster, and it drops the finest DCT coefficients, where the JPEG
+    # compression of different sessions differs. Other formats are decoded at full size.
+    "jpeg_draft": False,
     # Train on random crops of this size from the image_size input (0: whole images); prediction always sees the
     # whole image. Gives the network finer detail (larger image_size) at the training cost of the crop size.
     "train_crop": 0,
@@ -248,6 +251,10 @@ class SECNNClassifier(Classifier):
     def image_size(self) -> int:
         return int(self.options["image_size"])
 
+    @property
+    def decode_draft(self) -> tuple[int, int] | None:
+        return (self.image_size, self.image_size) if self.options["jpeg_draft"] else None
+
     def prepare(self, image: Image.Image) -> np.ndarray:
         """uint8 (S, S, 3) at the input size, with the scale-bar corner filled with the image's median colour."""
         image = image.convert("RGB")
@@ -316,7 +323,7 @@ class SECNNClassifier(Classifier):
         out = torch.empty((len(paths), 3, self.image_size, self.image_size), dtype=torch.uint8)
         for index, path in enumerate(paths):
             check(cancel)
-            out[index] = torch.from_numpy(self.prepare(read_rgb(path))).permute(2, 0, 1)
+            out[index] = torch.from_numpy(self.prepare(self.read(path))).permute(2, 0, 1)
             if index % 16 == 0 or index == len(paths) - 1:
                 progress(index + 1, total, f"reading images {index + 1}/{len(paths)}")
         return out
