@@ -44,6 +44,20 @@ def colour_baseline(train_paths, train_labels, test_paths, truth) -> dict:
     return result
 
 
+def heldout_figures(model, data, train, test, log, baseline: bool = True) -> dict:
+    """``evaluate_model`` on the held-out images ``test`` (reference stain statistics from ``train``), each read as
+    the model reads files, and with ``baseline`` the colour-only baseline's figures on the same split."""
+    images = [model.read(data.paths[i]) for i in test]
+    truth = data.labels[test]
+    reference = [model.read(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
+    result = evaluate_model(model, images, truth, reference, log)
+    if baseline:
+        train_paths, test_paths = [data.paths[i] for i in train], [data.paths[i] for i in test]
+        result["colour_baseline"] = colour_baseline(train_paths, data.labels[train], test_paths, truth)
+        log(f"colour-only baseline: {result['colour_baseline']}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
@@ -68,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = SECNNClassifier(**options)
     summary = model.fit([data.paths[i] for i in train], data.labels[train], groups=prepared.group_ids[train], log=log)
-    images = [model.read(data.paths[i]) for i in test]
     truth = data.labels[test]
-    reference = [model.read(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
     result = {
         "name": args.name,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -84,13 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "fit": {k: v for k, v in summary.items() if k != "options"},
         "options": options,
-        **evaluate_model(model, images, truth, reference, log),
+        **heldout_figures(model, data, train, test, log, baseline=not args.no_baseline),
     }
-    if not args.no_baseline:
-        result["colour_baseline"] = colour_baseline(
-            [data.paths[i] for i in train], data.labels[train], [data.paths[i] for i in test], truth
-        )
-        log(f"colour-only baseline: {result['colour_baseline']}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     store.save_model(model, args.out / args.name, model_id=f"secnn-{args.name}", fit=result["fit"])

@@ -31,8 +31,7 @@ from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
 from allgui.resources import shipped_models_dir
-from training.evaluate_recipe import colour_baseline
-from training.heldout import evaluate_model
+from training.evaluate_recipe import heldout_figures
 from training.model_card import write_card
 from training.recipe import DATA_DEFAULT, RECIPE
 
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.all:
         heldout = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else None
     else:
-        images = [model.read(data.paths[i]) for i in test]
         truth = data.labels[test]
-        reference = [model.read(data.paths[i]) for i in train[:: max(1, len(train) // 300)]]
         heldout = {
             "name": "heldout",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -94,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "fit": summary,
             "options": RECIPE,
-            **evaluate_model(model, images, truth, reference, log),
-            "colour_baseline": colour_baseline(
-                [data.paths[i] for i in train], data.labels[train], [data.paths[i] for i in test], truth
-            ),
+            **heldout_figures(model, data, train, test, log),
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")

@@ -85,6 +85,30 @@ def journal_path_for(out: Path) -> Path:
     return out.with_name(f"{out.name}.journal.jsonl")
 
 
+def read_journal(data: bytes, digest: str) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None, int]:
+    """A journal's header line (None if damaged), its finished rows by path key (first row per file; None when the
+    header is not this version's for the model with ``digest``) and the byte length of its complete lines.
+
+    Lines count up to the first damaged one, a kill's cut-off line; the part after the last newline is never complete.
+    """
+    header: dict[str, Any] | None = None
+    rows: dict[str, dict[str, Any]] = {}
+    complete = 0
+    for number, raw in enumerate(data.split(b"\n")[:-1]):
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            break
+        if number == 0:
+            header = record
+            if not journal_header_matches(record, digest):
+                return header, None, complete
+        else:
+            rows.setdefault(path_key(record["path"]), record)
+        complete += len(raw) + 1
+    return header, rows, complete
+
+
 class Journal:
     """Append-only JSON lines: a header line, then one line per finished image."""
 
@@ -106,23 +130,14 @@ class Journal:
     def _recover(self) -> None:
         """Read finished rows; a line cut short by a kill is dropped and cut off the file before appending."""
         data = self.path.read_bytes()
-        good_end = 0
-        lines = data.split(b"\n")
-        for number, raw in enumerate(lines[:-1]):  # the part after the last newline is never complete
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                break
-            if number == 0:
-                if not journal_header_matches(record, self.header["model_digest"]):
-                    raise JournalMismatchError(
-                        f"{self.path} was written for model {record.get('model_id')!r} by journal version "
-                        f"{record.get('version')!r} (this run: {self.header['model_id']!r}, version "
-                        f"{JOURNAL_VERSION}); run without --resume to start over"
-                    )
-            else:
-                self.rows.setdefault(path_key(record["path"]), record)
-            good_end += len(raw) + 1
+        header, rows, good_end = read_journal(data, self.header["model_digest"])
+        if header is not None and rows is None:
+            raise JournalMismatchError(
+                f"{self.path} was written for model {header.get('model_id')!r} by journal version "
+                f"{header.get('version')!r} (this run: {self.header['model_id']!r}, version "
+                f"{JOURNAL_VERSION}); run without --resume to start over"
+            )
+        self.rows = rows or {}
         if good_end == 0:  # killed before the header was complete
             self.path.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
             return

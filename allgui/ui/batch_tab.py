@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -52,18 +51,8 @@ def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
         data = journal.read_bytes()
     except OSError:
         return []
-    rows: dict[str, dict[str, Any]] = {}
-    for number, raw in enumerate(data.split(b"\n")[:-1]):  # the part after the last newline is incomplete
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            break
-        if number == 0:
-            if not classify.journal_header_matches(record, classify.model_digest(loaded)):
-                return []
-        else:
-            rows.setdefault(classify.path_key(record["path"]), record)
-    return list(rows.values())
+    _, rows, _ = classify.read_journal(data, classify.model_digest(loaded))
+    return list((rows or {}).values())
 
 
 def batch_task(task: Task, loaded: LoadedModel, folder: Path, journal: Path | None = None) -> list[dict[str, Any]]:
