@@ -171,3 +171,26 @@ def test_review_reason_tells_confidence_and_threshold_apart() -> None:
     assert flagged.needs_review and flagged.review_reasons == ["confidence 0.985 below 0.990"]
     assert model._review(np.array([0.5, 0.5, 0.0, 0.0]), None).review_reasons == ["confidence 0.50 below 0.99"]
     assert not model._review(np.array([0.995, 0.005, 0.0, 0.0]), None).needs_review
+
+
+def test_benign_alert_flags_confident_malignant_calls_that_keep_some_benign_probability() -> None:
+    from allgui.core.models.base import ReviewPolicy
+    from allgui.core.models.calibration import benign_alert_threshold
+    from allgui.core.models.classical import ColorBaselineClassifier
+
+    # Validation: 100 malignant calls with Benign probabilities 1e-6 ... 1e-2 and one Benign call, ignored.
+    benign = np.geomspace(1e-6, 1e-2, 100)
+    validation = np.column_stack([benign, 1 - benign, np.zeros(100), np.zeros(100)])
+    validation = np.vstack([validation, [0.9, 0.1, 0.0, 0.0]])
+    level = benign_alert_threshold(validation, 0.02)
+    assert 8e-3 < level < 9e-3  # the 98th percentile of the malignant calls' Benign probabilities
+    assert benign_alert_threshold(validation, 0.0) is None
+    model = ColorBaselineClassifier()
+    model.review = ReviewPolicy(min_confidence=0.9, benign_alert=level)
+    rows = np.array([[0.0095, 0.9905, 0, 0], [0.0005, 0.9995, 0, 0], [0.95, 0.05, 0, 0], [0.05, 0.0, 0.0, 0.95]])
+    predictions = [model._review(row, None) for row in rows]
+    assert [p.needs_review for p in predictions] == [True, False, False, True]
+    assert predictions[0].review_reasons == ["Benign (hematogones) not ruled out: probability 0.95%, alert level 0.83%"]
+    np.testing.assert_array_equal(model.review.flags(rows, None), [p.needs_review for p in predictions])
+    assert ReviewPolicy.from_dict(model.review.to_dict()) == model.review
+    assert ReviewPolicy.from_dict({"min_confidence": 0.9}).benign_alert is None  # manifests written before it

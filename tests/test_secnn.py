@@ -97,6 +97,7 @@ def test_trains_and_beats_chance_on_later_block(trained, subset: Subset) -> None
     assert sum(line.startswith("epoch ") for line in lines) == len(history)
     assert model.temperature > 0 and model.review.ood_threshold == 1.0
     assert 0.5 <= model.review.min_confidence <= 0.99
+    assert 0.0 <= model.review.benign_alert < 1.0
 
 
 def test_save_load_gives_identical_outputs(trained, subset: Subset, tmp_path: Path) -> None:
@@ -137,8 +138,9 @@ def test_features_and_predictions_agree(trained, subset: Subset) -> None:
     for prediction, row in zip(predictions, probabilities, strict=True):
         np.testing.assert_allclose(prediction.probabilities, row)
         assert prediction.ood_score is not None
+        benign_alert = prediction.predicted != 0 and prediction.probabilities[0] >= model.review.benign_alert
         assert prediction.needs_review == (
-            prediction.confidence < model.review.min_confidence or prediction.ood_score > 1.0
+            prediction.confidence < model.review.min_confidence or prediction.ood_score > 1.0 or benign_alert
         )
 
 

@@ -101,13 +101,14 @@ def evaluate_model(
     wrong = probabilities.argmax(1) != truth
     flagged = np.array([p.needs_review for p in predictions])
     ood = np.array([p.ood_score for p in predictions], dtype=float)
-    low_confidence = probabilities.max(1) < model.review.min_confidence
+    review = model.review
     result["review"] = {
-        "policy": model.review.to_dict(),
+        "policy": review.to_dict(),
         "flagged_rate": round(float(flagged.mean()), 4),
         "flagged_ci95": wilson(int(flagged.sum()), len(flagged)),
-        "flagged_low_confidence_rate": round(float(low_confidence.mean()), 4),
-        "flagged_ood_rate": round(float((ood > 1.0).mean()), 4),
+        "flagged_low_confidence_rate": round(float(review.low_confidence(probabilities).mean()), 4),
+        "flagged_benign_alert_rate": round(float(review.benign_alerts(probabilities).mean()), 4),
+        "flagged_ood_rate": round(float(np.mean(review.unlike_training(ood))), 4),
         "misclassified": int(wrong.sum()),
         "misclassified_flagged": int((wrong & flagged).sum()),
     }

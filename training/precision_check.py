@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from allgui.core.inference import PRECISIONS, FastSECNN, bfloat16_supported
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import MANIFEST, load_model
 from allgui.core.splits import block_split
+from training import record
 from training.recipe import DATA_DEFAULT
 
 
@@ -95,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(folder, paths, truth)
         results.append(result)
         print(json.dumps(result))
-    document = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python -m training.precision_check " + " ".join(sys.argv[1:] if argv is None else argv),
-        "heldout": "last 15% of each class by capture number, duplicate groups whole",
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    record.write(
+        args.out,
+        {
+            **record.stamp("training.precision_check", argv),
+            "heldout": "last 15% of each class by capture number, duplicate groups whole",
+            "results": results,
+        },
+    )
     return 0
 
 

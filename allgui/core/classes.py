@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 CLASS_NAMES: tuple[str, ...] = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 # Column-safe keys, same order: used for CSV columns p_<key>.
 CLASS_KEYS: tuple[str, ...] = ("benign", "early_pre_b", "pre_b", "pro_b")
+# The one non-malignant class (hematogones); the other three are B-ALL subtypes.
+BENIGN: int = 0
 
 _ALIASES: dict[str, int] = {}
 for _index, _names in enumerate(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from allgui.core.classes import CLASS_NAMES
+from allgui.core.classes import BENIGN, CLASS_NAMES
 from allgui.core.imageio import read_rgb
 from allgui.core.progress import CancelToken, ProgressCallback
 
@@ -30,14 +30,42 @@ class ReviewPolicy:
     min_confidence: float = 0.90
     # Out-of-distribution score above which an image is unlike the training data (None: model has no OOD score).
     ood_threshold: float | None = None
+    # A malignant call is flagged when the Benign probability reaches this (None: no such check). Hematogones can
+    # look like lymphoblasts, and taking them for a B-ALL subtype is this data's commonest error, often made with a
+    # confidence that the minimum above cannot catch, while the Benign probability is still higher than usual.
+    benign_alert: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_confidence": self.min_confidence, "ood_threshold": self.ood_threshold}
+        return {
+            "min_confidence": self.min_confidence,
+            "ood_threshold": self.ood_threshold,
+            "benign_alert": self.benign_alert,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ReviewPolicy:
         data = data or {}
-        return cls(float(data.get("min_confidence", 0.90)), data.get("ood_threshold"))
+        return cls(float(data.get("min_confidence", 0.90)), data.get("ood_threshold"), data.get("benign_alert"))
+
+    def low_confidence(self, probabilities: np.ndarray) -> np.ndarray:
+        return np.asarray(probabilities).max(axis=-1) < self.min_confidence
+
+    def benign_alerts(self, probabilities: np.ndarray) -> np.ndarray:
+        """Malignant calls whose Benign probability reaches :attr:`benign_alert`."""
+        probabilities = np.asarray(probabilities)
+        if self.benign_alert is None:
+            return np.zeros(probabilities.shape[:-1], dtype=bool)
+        malignant = probabilities.argmax(axis=-1) != BENIGN
+        return malignant & (probabilities[..., BENIGN] >= self.benign_alert)
+
+    def unlike_training(self, ood_scores: np.ndarray | None) -> np.ndarray | bool:
+        if ood_scores is None or self.ood_threshold is None:
+            return False
+        return np.asarray(ood_scores, dtype=float) > self.ood_threshold
+
+    def flags(self, probabilities: np.ndarray, ood_scores: np.ndarray | None) -> np.ndarray:
+        """``needs_review`` for each row of ``probabilities`` (and its OOD score), as :meth:`Classifier.predict`."""
+        return self.low_confidence(probabilities) | self.benign_alerts(probabilities) | self.unlike_training(ood_scores)
 
 
 @dataclass
@@ -117,12 +145,15 @@ class Classifier(ABC):
     def _review(self, probabilities: np.ndarray, ood_score: float | None) -> Prediction:
         predicted = int(np.argmax(probabilities))
         confidence = float(probabilities[predicted])
+        review = self.review
         reasons = []
-        if confidence < self.review.min_confidence:
-            shown, limit = _distinct(confidence, self.review.min_confidence)
+        if review.low_confidence(probabilities):
+            shown, limit = _distinct(confidence, review.min_confidence)
             reasons.append(f"confidence {shown} below {limit}")
-        threshold = self.review.ood_threshold
-        if ood_score is not None and threshold is not None and ood_score > threshold:
+        if review.benign_alerts(probabilities):
+            shown, alert = _percent(float(probabilities[BENIGN])), _percent(review.benign_alert)
+            reasons.append(f"Benign (hematogones) not ruled out: probability {shown}, alert level {alert}")
+        if review.unlike_training(None if ood_score is None else np.array(ood_score)):
             reasons.append("image is unlike the training images")
         return Prediction(probabilities, predicted, confidence, bool(reasons), reasons, ood_score)
 
@@ -143,6 +174,11 @@ class Classifier(ABC):
     def device_name(self) -> str:
         """Where inference runs, for display ("CPU" or the GPU's name)."""
         return "CPU"
+
+
+def _percent(value: float | None) -> str:
+    """A probability as a percentage with two significant digits: 0.0077 -> "0.77%", 0.41 -> "41%"."""
+    return f"{100 * float(value or 0.0):.2g}%"
 
 
 def _distinct(value: float, limit: float) -> tuple[str, str]:

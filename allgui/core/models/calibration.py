@@ -8,6 +8,8 @@
   catches what a colour-robust network is blind to by design: another stain or scanner. Each distance is divided by
   its own threshold (a high quantile on held-out in-distribution images), so the combined score is their maximum and
   an image is unlike the training data when the score is above 1.
+* Benign alert: the Benign probability above which a malignant call goes to review, set so that a small share of
+  held-out malignant calls reach it (hematogones taken for blasts are the commonest confident error on this data).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
+
+from allgui.core.classes import BENIGN
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -137,3 +141,13 @@ def confidence_threshold(confidence: np.ndarray, budget: float, floor: float = 0
     if len(confidence) == 0:
         return 0.9
     return float(np.clip(np.quantile(confidence, budget), floor, ceiling))
+
+
+def benign_alert_threshold(probabilities: np.ndarray, budget: float) -> float | None:
+    """The Benign probability that about ``budget`` of held-out malignant calls reach (None: no budget or no such
+    calls). Four significant digits: the level is often far below 1% for a confident network."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    malignant = probabilities[probabilities.argmax(axis=1) != BENIGN, BENIGN]
+    if budget <= 0 or len(malignant) == 0:
+        return None
+    return float(f"{np.quantile(malignant, 1.0 - budget):.4g}")

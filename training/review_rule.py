@@ -1,0 +1,100 @@
+"""Which review rule sends the errors on later capture blocks to a person: low confidence alone, or with a Benign alert.
+
+Run: python -m training.review_rule NAME=MODEL_DIR [NAME=MODEL_DIR ...] [--designed-on NAME ...] [--out FILE]
+
+Each MODEL_DIR is an SE-CNN trained on the first 85% of each class (what ``training.evaluate_recipe`` saves). As in
+training, each rule's thresholds are fitted on the model's own validation part (the last blocks of that 85%, duplicate
+groups whole); the figures are on the held-out last 15%. The OOD check (score above 1) is the same in every rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allgui.core.dataset import load_labelled
+from allgui.core.models import calibration
+from allgui.core.models.base import ReviewPolicy
+from allgui.core.models.secnn import DEFAULTS
+from allgui.core.splits import block_split
+from training import record
+from training.precision_check import load
+from training.recipe import DATA_DEFAULT
+
+# (name, share of validation images below the confidence minimum, share of validation malignant calls alerted)
+RULES = (
+    ("confidence 3%", 0.03, 0.0),
+    ("confidence 1% + Benign alert 2% (shipped)", DEFAULTS["review_budget"], DEFAULTS["benign_alert_budget"]),
+)
+
+
+def fitted_policy(validation: np.ndarray, confidence_budget: float, alert_budget: float) -> ReviewPolicy:
+    """A review policy fitted to validation probabilities as ``SECNNClassifier`` fits its own."""
+    return ReviewPolicy(
+        min_confidence=round(calibration.confidence_threshold(validation.max(axis=1), confidence_budget), 4),
+        ood_threshold=1.0,
+        benign_alert=calibration.benign_alert_threshold(validation, alert_budget),
+    )
+
+
+def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    model = load(folder)
+    _, val_positions = model._validation_split(data.labels[train], groups[train])
+    parts = {}
+    for name, indices in (("validation", train[val_positions]), ("heldout", test)):
+        images = [model.read(data.paths[i]) for i in indices]
+        parts[name] = (model.predict_proba(images), model.ood_scores(images), data.labels[indices])
+    probabilities, ood, truth = parts["heldout"]
+    wrong = probabilities.argmax(1) != truth
+    result: dict[str, Any] = {
+        "accuracy": round(float((~wrong).mean()), 4),
+        "benign_recall": round(float((probabilities.argmax(1)[truth == 0] == 0).mean()), 4),
+        "misclassified": int(wrong.sum()),
+        "rules": {},
+    }
+    for rule, confidence_budget, alert_budget in RULES:
+        policy = fitted_policy(parts["validation"][0], confidence_budget, alert_budget)
+        flagged = policy.flags(probabilities, ood)
+        result["rules"][rule] = {
+            "policy": policy.to_dict(),
+            "validation_flagged_rate": round(float(policy.flags(*parts["validation"][:2]).mean()), 4),
+            "flagged_rate": round(float(flagged.mean()), 4),
+            "misclassified_flagged": int((wrong & flagged).sum()),
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("--out", type=Path, default=Path("training/results/review-rule.json"))
+    parser.add_argument("--designed-on", nargs="*", default=[], help="NAMEs of the models the rule was designed on")
+    args = parser.parse_args(argv)
+    prepared = load_labelled(args.data)
+    data = prepared.dataset
+    train, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
+    models = []
+    for entry in args.models:
+        name, _, folder = entry.partition("=")
+        models.append({"model": name, **compare(Path(folder), data, prepared.group_ids, train, test)})
+        print(json.dumps(models[-1]), flush=True)
+    record.write(
+        args.out,
+        {
+            **record.stamp("training.review_rule", argv),
+            "heldout": f"last 15% of each class by capture number ({len(test)} images), duplicate groups whole",
+            "designed_on": args.designed_on,
+            "models": models,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
