@@ -16,8 +16,8 @@ SECNN_RECIPE: dict[str, Any] = {
     # Colour: the network sees each image's own stain (fixed normalisation), but a tenth of the training images are
     # re-stained with another image's stain, whatever its class, and 15% are shown in grey, so it must also classify
     # without colour. JPEGs are decoded at half scale (DCT scaling) before the resize to 96 px: faster, and no
-    # less accurate. Held-out blocks, three seeds: 98.1-99.3%, mean 98.6% (grey-scale 95.4-96.6%, stain-normalised
-    # 95.9-96.6%); the model card compares the colour handlings and decodings that were tried.
+    # less accurate. Held-out blocks, five seeds: 97.1-99.3%, mean 98.1% (grey-scale 94.2-96.6%, stain-normalised
+    # 95.4-96.6%); the model card compares the colour handlings, decodings and input sizes that were tried.
     "normalise": "fixed",
     "stain_transfer": 0.1,
     "jpeg_draft": True,
