@@ -192,5 +192,9 @@ def test_benign_alert_flags_confident_malignant_calls_that_keep_some_benign_prob
     assert [p.needs_review for p in predictions] == [True, False, False, True]
     assert predictions[0].review_reasons == ["Benign (hematogones) not ruled out: probability 0.95%, alert level 0.83%"]
     np.testing.assert_array_equal(model.review.flags(rows, None), [p.needs_review for p in predictions])
+    model.review.benign_alert = 6.8e-07  # a very confident network's level: shown without an exponent
+    assert model._review(rows[1], None).review_reasons == [
+        "Benign (hematogones) not ruled out: probability 0.05%, alert level 0.000068%"
+    ]
     assert ReviewPolicy.from_dict(model.review.to_dict()) == model.review
     assert ReviewPolicy.from_dict({"min_confidence": 0.9}).benign_alert is None  # manifests written before it

@@ -16,7 +16,7 @@ from allgui.core.dataset import LabelledDataset
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.resources import shipped_models_dir
-from training.foreign_images import generated_images
+from training.foreign_images import generated_images, library_images
 
 FOLDER = shipped_models_dir() / "secnn-default"
 
@@ -80,8 +80,11 @@ def test_does_not_need_the_stain_colour(shipped: store.LoadedModel, block: tuple
         assert float((predicted == truth).mean()) >= 0.9
 
 
-def test_generated_non_smear_images_need_review(shipped: store.LoadedModel) -> None:
-    foreign = generated_images(per_kind=5, seed=7)
+def test_non_smear_images_need_review(shipped: store.LoadedModel) -> None:
+    """Generated pictures and real ones (scikit-image's sample data: tissue, cells, retina, photographs)."""
+    real = library_images()
+    assert len(real) >= 30
+    foreign = generated_images(per_kind=5, seed=7) + real
     predictions = shipped.classifier.predict([image for _, image in foreign])
     missed = [kind for (kind, _), p in zip(foreign, predictions, strict=True) if not p.needs_review]
     assert len(missed) <= 0.05 * len(foreign), f"not flagged: {missed}"

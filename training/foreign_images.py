@@ -1,13 +1,15 @@
-"""Images that are not this laboratory's smears, generated here, to check that ``needs_review`` catches them.
+"""Images that are not this laboratory's smears, to check that ``needs_review`` catches them.
 
 Two families: pictures that are not smears at all (noise, blank, gradients, stripes, 1/f "landscapes", shape
 scenes, text), and real smears changed the way another laboratory's images would differ (other stain colours,
-inverted, much higher or lower magnification, single-cell crops). Everything is seeded and deterministic.
+inverted, much higher or lower magnification, single-cell crops). A third family is real: the sample pictures that
+scikit-image ships (the test extra installs it). Everything is seeded and deterministic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -173,4 +175,48 @@ def altered_smears(smears: Sequence[Image.Image], seed: int = 0) -> list[tuple[s
             ("8x zoom", _zoom(image, 8.0, rng)),
             ("4x smaller (low magnification)", _shrink(image, 4)),
         ]
+    return out
+
+
+# ---- real pictures that scikit-image ships (another laboratory's microscopy among them) --------------------------
+# file in skimage/data -> kind; tiles of the input size at native resolution, plus the whole picture shrunk to it.
+LIBRARY_PICTURES = {
+    "ihc.png": "immunohistochemistry tissue (real)",
+    "cell.png": "cell microscopy, grey (real)",
+    "retina.jpg": "retina fundus photograph (real)",
+    "microaneurysms.png": "retina fundus detail (real)",
+    "hubble_deep_field.jpg": "astronomy photograph (real)",
+    "astronaut.png": "photograph (real)",
+    "coffee.png": "photograph (real)",
+    "chelsea.png": "photograph (real)",
+    "rocket.jpg": "photograph (real)",
+    "motorcycle_left.png": "photograph (real)",
+    "brick.png": "texture photograph (real)",
+    "grass.png": "texture photograph (real)",
+    "gravel.png": "texture photograph (real)",
+    "coins.png": "photograph, grey (real)",
+    "page.png": "scanned page (real)",
+}
+
+
+def library_images(tiles: int = 4) -> list[tuple[str, Image.Image]]:
+    """Real pictures from scikit-image's bundled sample data, as (kind, image): up to ``tiles`` crops of SIZE px
+    along the diagonal and the whole picture resized. Empty where scikit-image is not installed."""
+    try:
+        import skimage
+    except ImportError:
+        return []
+    folder = Path(skimage.__file__).parent / "data"
+    out: list[tuple[str, Image.Image]] = []
+    for name, kind in LIBRARY_PICTURES.items():
+        with Image.open(folder / name) as picture:
+            picture = picture.convert("RGB")
+        width, height = picture.size
+        short = min(width, height)
+        count = min(tiles, (short - SIZE) // SIZE + 1) if short >= SIZE else 0
+        for step in range(count):
+            share = step / (count - 1) if count > 1 else 0.5
+            x0, y0 = round((width - SIZE) * share), round((height - SIZE) * share)
+            out.append((kind, picture.crop((x0, y0, x0 + SIZE, y0 + SIZE))))
+        out.append((kind, picture.resize((SIZE, SIZE), Image.BILINEAR)))
     return out

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from allgui.core import metrics
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.secnn import CORNER_BOX, SECNNClassifier
-from training.foreign_images import altered_smears, generated_images
+from training.foreign_images import altered_smears, generated_images, library_images
 
 
 def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
@@ -134,9 +134,11 @@ def evaluate_model(
         log(f"shortcut test {name}: {shortcuts[name]}")
     result["shortcut_tests"] = shortcuts
 
-    # Not this laboratory's smears: generated pictures and altered held-out smears (5 per class).
+    # Not this laboratory's smears: generated pictures, altered held-out smears (5 per class) and real pictures.
     picks = [int(i) for label in range(4) for i in np.flatnonzero(truth == label)[:5]]
-    foreign = generated_images(per_kind=10, seed=0) + altered_smears([images[i] for i in picks], seed=0)
+    foreign = (
+        generated_images(per_kind=10, seed=0) + altered_smears([images[i] for i in picks], seed=0) + library_images()
+    )
     foreign_predictions = model.predict([image for _, image in foreign])
     by_kind: dict[str, list[bool]] = {}
     for (kind, _), prediction in zip(foreign, foreign_predictions, strict=True):

@@ -177,8 +177,9 @@ class Classifier(ABC):
 
 
 def _percent(value: float | None) -> str:
-    """A probability as a percentage with two significant digits: 0.0077 -> "0.77%", 0.41 -> "41%"."""
-    return f"{100 * float(value or 0.0):.2g}%"
+    """A probability as a percentage with two significant digits, never in exponent notation: 0.0077 -> "0.77%",
+    0.41 -> "41%", 6.8e-07 -> "0.000068%" (a confident network's alert level can be that small)."""
+    return np.format_float_positional(100 * float(value or 0.0), precision=2, fractional=False, trim="-") + "%"
 
 
 def _distinct(value: float, limit: float) -> tuple[str, str]:
