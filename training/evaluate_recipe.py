@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from allgui.core.dataset import load_labelled
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
+from training import record
 from training.heldout import evaluate_model, greyscale
 from training.recipe import DATA_DEFAULT, RECIPE
 
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = data.labels[test]
     result = {
         "name": args.name,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python -m training.evaluate_recipe " + " ".join(sys.argv[1:] if argv is None else argv),
+        **record.stamp("training.evaluate_recipe", argv),
         "split": {
             "kind": "blocks",
             "test_fraction": args.test_fraction,
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         **heldout_figures(model, data, train, test, log, baseline=not args.no_baseline),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    record.write(args.out / f"{args.name}.json", result)
     store.save_model(model, args.out / args.name, model_id=f"secnn-{args.name}", fit=result["fit"])
     log(f"wrote {args.out / (args.name + '.json')}")
     return 0

@@ -374,11 +374,12 @@ def _review_rule() -> list[str]:
         ]
         lines.append(f"| {m['model']} | {_pct(m['accuracy'])} | {m['misclassified']} | " + " | ".join(cells) + " |")
     designed = set(data.get("designed_on", []))
-    checked = [m for m in data["models"] if m["model"] not in designed]
+    groups = [("In all", data["models"])]
+    if designed:
+        checked = [m for m in data["models"] if m["model"] not in designed]
+        groups.append(("On the models it was not designed on", checked))
     lines.append("")
-    for title, models in (("In all", data["models"]), ("On the models it was not designed on", checked)):
-        if not models or (title != "In all" and not designed):
-            continue
+    for title, models in groups:
         errors = sum(m["misclassified"] for m in models)
         lines.append(
             f"{title}: "

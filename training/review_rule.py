@@ -19,7 +19,6 @@ import numpy as np
 
 from allgui.core.dataset import load_labelled
 from allgui.core.models import calibration
-from allgui.core.models.base import ReviewPolicy
 from allgui.core.models.secnn import DEFAULTS
 from allgui.core.splits import block_split
 from training import record
@@ -31,15 +30,6 @@ RULES = (
     ("confidence 3%", 0.03, 0.0),
     ("confidence 1% + Benign alert 2% (shipped)", DEFAULTS["review_budget"], DEFAULTS["benign_alert_budget"]),
 )
-
-
-def fitted_policy(validation: np.ndarray, confidence_budget: float, alert_budget: float) -> ReviewPolicy:
-    """A review policy fitted to validation probabilities as ``SECNNClassifier`` fits its own."""
-    return ReviewPolicy(
-        min_confidence=round(calibration.confidence_threshold(validation.max(axis=1), confidence_budget), 4),
-        ood_threshold=1.0,
-        benign_alert=calibration.benign_alert_threshold(validation, alert_budget),
-    )
 
 
 def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
@@ -58,7 +48,7 @@ def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.
         "rules": {},
     }
     for rule, confidence_budget, alert_budget in RULES:
-        policy = fitted_policy(parts["validation"][0], confidence_budget, alert_budget)
+        policy = calibration.review_policy(parts["validation"][0], confidence_budget, alert_budget)
         flagged = policy.flags(probabilities, ood)
         result["rules"][rule] = {
             "policy": policy.to_dict(),

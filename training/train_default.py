@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
 from allgui.resources import shipped_models_dir
+from training import record
 from training.evaluate_recipe import heldout_figures
 from training.model_card import write_card
 from training.recipe import DATA_DEFAULT, RECIPE
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = data.labels[test]
         heldout = {
             "name": "heldout",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": " ".join(["python -m training.train_default", *(sys.argv[1:] if argv is None else argv)]),
+            **record.stamp("training.train_default", argv),
             "split": {
                 "kind": "blocks",
                 "test_fraction": HELDOUT_FRACTION,
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "options": RECIPE,
             **heldout_figures(model, data, train, test, log),
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")
+        record.write(RESULTS, heldout)
 
     training: dict[str, Any] = {
         "data": args.data.name,

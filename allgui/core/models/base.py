@@ -58,7 +58,7 @@ class ReviewPolicy:
         malignant = probabilities.argmax(axis=-1) != BENIGN
         return malignant & (probabilities[..., BENIGN] >= self.benign_alert)
 
-    def unlike_training(self, ood_scores: np.ndarray | None) -> np.ndarray | bool:
+    def unlike_training(self, ood_scores: np.ndarray | float | None) -> np.ndarray | bool:
         if ood_scores is None or self.ood_threshold is None:
             return False
         return np.asarray(ood_scores, dtype=float) > self.ood_threshold
@@ -153,7 +153,7 @@ class Classifier(ABC):
         if review.benign_alerts(probabilities):
             shown, alert = _percent(float(probabilities[BENIGN])), _percent(review.benign_alert)
             reasons.append(f"Benign (hematogones) not ruled out: probability {shown}, alert level {alert}")
-        if review.unlike_training(None if ood_score is None else np.array(ood_score)):
+        if review.unlike_training(ood_score):
             reasons.append("image is unlike the training images")
         return Prediction(probabilities, predicted, confidence, bool(reasons), reasons, ood_score)
 

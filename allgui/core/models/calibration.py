@@ -19,6 +19,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 
 from allgui.core.classes import BENIGN
+from allgui.core.models.base import ReviewPolicy
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -151,3 +152,13 @@ def benign_alert_threshold(probabilities: np.ndarray, budget: float) -> float | 
     if budget <= 0 or len(malignant) == 0:
         return None
     return float(f"{np.quantile(malignant, 1.0 - budget):.4g}")
+
+
+def review_policy(probabilities: np.ndarray, confidence_budget: float, alert_budget: float) -> ReviewPolicy:
+    """The review policy fitted to held-out calibrated ``probabilities``: the confidence minimum and Benign alert
+    that flag about these shares of them, and OOD scores above 1 (they are scaled to their own thresholds)."""
+    return ReviewPolicy(
+        min_confidence=round(confidence_threshold(probabilities.max(axis=1), confidence_budget), 4),
+        ood_threshold=1.0,
+        benign_alert=benign_alert_threshold(probabilities, alert_budget),
+    )

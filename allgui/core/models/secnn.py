@@ -563,12 +563,8 @@ class SECNNClassifier(Classifier):
             max(calibration.quantile_threshold(image_scores, o["ood_quantile"], o["ood_margin"]), 1e-6),
         )
         probabilities = calibration.softmax(val_logits, self.temperature)
-        self.review = ReviewPolicy(
-            min_confidence=round(
-                calibration.confidence_threshold(probabilities.max(axis=1), float(o["review_budget"])), 4
-            ),
-            ood_threshold=1.0,
-            benign_alert=calibration.benign_alert_threshold(probabilities, float(o["benign_alert_budget"])),
+        self.review = calibration.review_policy(
+            probabilities, float(o["review_budget"]), float(o["benign_alert_budget"])
         )
 
     def _summary(
