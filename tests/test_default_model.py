@@ -6,6 +6,7 @@ model card's figures come from held-out capture blocks (``training/evaluate_reci
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,20 @@ def test_manifest_checksums_match_the_files(shipped: store.LoadedModel) -> None:
     assert shipped.classifier.review.ood_threshold is not None
 
 
+def test_model_card_is_up_to_date() -> None:
+    """The card is what training.model_card renders from the manifest and the measurement files in
+    training/results: no figure on it is stale or typed in by hand."""
+    from training.model_card import CARD, card_size, render
+
+    manifest = store.read_manifest(FOLDER)
+    manifest["files"].pop(CARD)
+    speed = {int(k): v for k, v in manifest["metrics"].pop("speed_ms_per_image_cpu").items()}
+    results = Path(__file__).resolve().parents[1] / "training" / "results" / "heldout.json"
+    heldout = json.loads(results.read_text(encoding="utf-8"))
+    expected = render(manifest, heldout, card_size(FOLDER, manifest), speed)
+    assert (FOLDER / CARD).read_text(encoding="utf-8") == expected
+
+
 def test_shipped_models_stay_small() -> None:
     total = sum(p.stat().st_size for p in shipped_models_dir().rglob("*") if p.is_file())
     assert total < 50e6, f"shipped models take {total / 1e6:.1f} MB"
@@ -46,8 +61,8 @@ def test_shipped_models_stay_small() -> None:
 
 @pytest.fixture(scope="module")
 def block(data_dir: Path, shipped: store.LoadedModel) -> tuple[list, np.ndarray]:
-    """40 consecutive captures from the middle of each class: images the shipped model trained on (apart from the
-    few in its validation part, a random 15% of the duplicate groups)."""
+    """40 consecutive captures from the middle of each class: images the shipped model trained on (its validation
+    part is the last 15% of each class)."""
     dataset = LabelledDataset.from_folder(data_dir)
     chosen = []
     for label in range(4):
