@@ -116,3 +116,32 @@ def test_tampered_copy_is_refused(tmp_path: Path) -> None:
     weights.write_bytes(bytes(data))
     with pytest.raises(store.ModelFilesError, match="weights.pt"):
         store.load_model(copy)
+
+
+def test_a_batch_from_a_differently_lit_session_is_called_unreliable(
+    data_dir: Path, shipped: store.LoadedModel, tmp_path: Path
+) -> None:
+    """A lamp or white-balance change of about 10% in the colour channels makes most images unlike the training
+    images; the batch summary must then say that the whole batch is unreliable, and not for the same images as
+    they are (re-encoded too, so that the JPEG step is not what it reacts to)."""
+    from PIL import Image
+
+    from allgui.core.classify import classify_paths, unlike_training_warning
+
+    dataset = LabelledDataset.from_folder(data_dir)
+    chosen = [int(i) for label in range(4) for i in np.flatnonzero(dataset.labels == label)[100:110]]
+    gains = np.array([0.9, 1.05, 1.1])
+    for name, factors in (("same", np.ones(3)), ("relit", gains)):
+        (tmp_path / name).mkdir()
+        for i in chosen:
+            pixels = np.asarray(Image.open(dataset.paths[i]).convert("RGB"), dtype=np.float64) * factors
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                tmp_path / name / dataset.paths[i].name, quality=95
+            )
+    originals = classify_paths([dataset.paths[i] for i in chosen], shipped)
+    same = classify_paths(sorted((tmp_path / "same").iterdir()), shipped)
+    relit = classify_paths(sorted((tmp_path / "relit").iterdir()), shipped)
+    assert unlike_training_warning(originals) is None
+    assert unlike_training_warning(same) is None
+    warning = unlike_training_warning(relit)
+    assert warning is not None and "unreliable" in warning, [r["review_reasons"] for r in relit]

@@ -27,7 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from allgui.cli.main import UsageError
-    from allgui.core.classify import JournalMismatchError, classify_paths, journal_path_for, render, write_rows
+    from allgui.core.classify import (
+        JournalMismatchError,
+        classify_paths,
+        journal_path_for,
+        render,
+        unlike_training_warning,
+        write_rows,
+    )
     from allgui.core.models.store import ModelLoadError, ModelNotFoundError, ModelStore
     from allgui.core.scan import scan_images
 
@@ -85,4 +92,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(rows)} rows: {len(rows) - errors} classified ({review} need review), {errors} errors"
         + (f"; written to {out}" if out else "")
     )
+    warning = unlike_training_warning(rows)
+    if warning:
+        log(f"warning: {warning}")
     return 0

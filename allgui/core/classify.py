@@ -30,6 +30,7 @@ from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
 from allgui.core.duplicates import find_groups
 from allgui.core.hashing import HashRecord, perceptual_hash
 from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
+from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
 
@@ -362,6 +363,24 @@ def _assign_duplicate_groups(rows: list[dict[str, Any]]) -> None:
 
 
 # ---- export ----------------------------------------------------------------------------------------------------
+
+
+def unlike_training_warning(rows: Sequence[dict[str, Any]], share: float = 0.25, minimum: int = 20) -> str | None:
+    """A warning when many classified images of a batch are unlike the model's training images.
+
+    On later sessions of the training laboratory about 3% of images are; a session whose lamp, white balance or
+    stain differs puts most of its images there (training/results/stain-drift.json), and then the classes of the
+    rest are unreliable too. None when fewer than ``minimum`` images were classified or the share is lower.
+    """
+    classified = [row for row in rows if not row.get("error") and "review_reasons" in row]
+    unlike = sum(UNLIKE_TRAINING in row["review_reasons"] for row in classified)
+    if len(classified) < minimum or unlike < share * len(classified):
+        return None
+    return (
+        f"{unlike} of {len(classified)} images ({unlike / len(classified):.0%}) are unlike the model's training "
+        "images: another stain, lamp setting, white balance, scanner or magnification? Treat every class in this "
+        "batch as unreliable; check the microscope settings, or retrain on this laboratory's images."
+    )
 
 
 def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:

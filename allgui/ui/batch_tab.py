@@ -188,11 +188,17 @@ class BatchTab(QWidget):
         self.table.setColumnWidth(0, 360)
         self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
         self.summary_label = QLabel("")
+        # Shown when many images of the batch are unlike the training images (another stain or lamp setting).
+        self.drift_label = QLabel("")
+        self.drift_label.setWordWrap(True)
+        self.drift_label.setStyleSheet("color: #b45309;")
+        self.drift_label.hide()
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.summary, 1)
         right_layout.addWidget(self.summary_label)
+        right_layout.addWidget(self.drift_label)
         export_csv = QPushButton("Export CSV…")
         export_csv.clicked.connect(lambda: self._export_dialog(".csv"))
         export_json = QPushButton("Export JSON…")
@@ -294,6 +300,9 @@ class BatchTab(QWidget):
                 flagged += bool(row.get("needs_review"))
         self.summary.set_values(counts, "{:.0f}")
         self.summary_label.setText(f"{len(self.table_model.rows)} rows · {flagged} need review · {errors} unreadable")
+        warning = classify.unlike_training_warning(self.table_model.rows)
+        self.drift_label.setText(f"⚠ {warning}" if warning else "")
+        self.drift_label.setVisible(warning is not None)
 
     def _done(self, rows: list[dict[str, Any]]) -> None:
         self.table_model.set_rows(rows)  # now with duplicate groups and the folders that could not be read

@@ -78,3 +78,36 @@ def test_cancel_a_running_batch_and_run_again(qtbot, store, data_dir: Path, imag
         assert batch.start(image_folder)
     assert again.args == [21] and not batch.cancelled
     close_window(qtbot, window)
+
+
+def test_summary_warns_when_the_batch_is_unlike_the_training_images(qtbot, store) -> None:
+    """Rows as classify_paths makes them: the warning shows once a quarter of the classified images are unlike the
+    training images (another stain or lamp setting), and goes when a batch is not."""
+    from allgui.core.models.base import UNLIKE_TRAINING
+
+    def rows(unlike: int, total: int) -> list[dict]:
+        return [
+            {
+                "path": f"/x/{i}.jpg",
+                "predicted": CLASS_NAMES[0],
+                "probabilities": [1.0, 0.0, 0.0, 0.0],
+                "confidence": 1.0,
+                "needs_review": i < unlike,
+                "review_reasons": [UNLIKE_TRAINING] if i < unlike else [],
+                "image_sha256": "0" * 64,
+                "model_id": "secnn-default",
+                "error": "",
+            }
+            for i in range(total)
+        ]
+
+    window = open_window(qtbot, store, "test-svm")
+    batch = window.batch
+    for unlike, shown in ((30, True), (3, False), (10, True), (9, False)):
+        batch.table_model.set_rows(rows(unlike, 40))
+        batch._update_summary()
+        assert batch.drift_label.isVisibleTo(batch) is shown, unlike
+    batch.table_model.set_rows(rows(30, 40))
+    batch._update_summary()
+    assert "30 of 40 images (75%)" in batch.drift_label.text() and "unreliable" in batch.drift_label.text()
+    close_window(qtbot, window)

@@ -23,6 +23,10 @@ from allgui.core.progress import CancelToken, ProgressCallback
 LogCallback = Callable[[str], None]
 
 
+# The review reason of an image whose OOD score is above the threshold (batch summaries count it).
+UNLIKE_TRAINING = "image is unlike the training images"
+
+
 @dataclass
 class ReviewPolicy:
     """When a prediction must be looked at by a person. Stored in the model's manifest."""
@@ -154,7 +158,7 @@ class Classifier(ABC):
             shown, alert = _percent(float(probabilities[BENIGN])), _percent(review.benign_alert)
             reasons.append(f"Benign (hematogones) not ruled out: probability {shown}, alert level {alert}")
         if review.unlike_training(ood_score):
-            reasons.append("image is unlike the training images")
+            reasons.append(UNLIKE_TRAINING)
         return Prediction(probabilities, predicted, confidence, bool(reasons), reasons, ood_score)
 
     def attention(self, image: Image.Image) -> Attention | None:
