@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from allgui.core import classify
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import find_groups
 from allgui.core.hashing import hash_images
@@ -225,6 +226,11 @@ class ReviewTab(QWidget):
             widget.currentIndexChanged.connect(self._apply_filters)
         self.duplicates_filter.toggled.connect(self._apply_filters)
         self.count_label = QLabel("No images loaded")
+        # Shown when many loaded images are unlike the training images (another stain or lamp setting).
+        self.drift_label = QLabel("")
+        self.drift_label.setWordWrap(True)
+        self.drift_label.setStyleSheet("color: #b45309;")
+        self.drift_label.hide()
         filters = QHBoxLayout()
         filters.addWidget(self.class_filter)
         filters.addWidget(self.review_filter)
@@ -235,6 +241,7 @@ class ReviewTab(QWidget):
         left_layout.addLayout(filters)
         left_layout.addWidget(self.table, 1)
         left_layout.addWidget(self.count_label)
+        left_layout.addWidget(self.drift_label)
 
         self.image_panel = ImagePanel()
         self.duplicates_box = QGroupBox("Duplicates of this image")
@@ -681,6 +688,11 @@ class ReviewTab(QWidget):
         self.count_label.setText(
             f"{shown} of {total} shown · {done} classified · {groups} duplicate group(s)" if total else "No images"
         )
+        warning = classify.unlike_training_warning(
+            [{"review_reasons": i.review_reasons} for i in self.session.items if i.predicted is not None]
+        )
+        self.drift_label.setText(f"⚠ {warning}" if warning else "")
+        self.drift_label.setVisible(warning is not None)
 
     # ---- export -------------------------------------------------------------------------------------------------
     def has_results(self) -> bool:

@@ -142,3 +142,25 @@ def test_review_filters_and_a_classical_model(qtbot, store, image_folder: Path) 
     confidences = [session.items[r].confidence for r in shown]
     assert confidences == sorted(confidences)
     close_window(qtbot, window)
+
+
+def test_review_warns_when_the_images_are_unlike_the_training_images(
+    qtbot, store, image_folder: Path, tmp_path: Path
+) -> None:
+    """Real images with a 10% brightness change in the colour channels (another lamp or white balance): the tab
+    says the whole set is unreliable; for the same images unchanged it says nothing."""
+    from PIL import Image
+
+    relit = tmp_path / "relit"
+    relit.mkdir()
+    for path in image_folder.iterdir():
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) * np.array([0.9, 1.05, 1.1])
+        Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).save(relit / path.name, quality=95)
+    window = open_window(qtbot, store, "test-secnn")
+    review = window.review
+    _open(qtbot, window, image_folder)
+    assert not review.drift_label.isVisibleTo(review)
+    _open(qtbot, window, relit)
+    assert review.drift_label.isVisibleTo(review), [i.review_reasons for i in review.session.items]
+    assert "unreliable" in review.drift_label.text()
+    close_window(qtbot, window)
