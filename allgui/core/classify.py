@@ -374,7 +374,7 @@ def unlike_training_warning(rows: Sequence[dict[str, Any]], share: float = 0.25,
     """
     classified = [row for row in rows if not row.get("error") and "review_reasons" in row]
     unlike = sum(UNLIKE_TRAINING in row["review_reasons"] for row in classified)
-    if len(classified) < minimum or unlike < share * len(classified):
+    if not classified or len(classified) < minimum or unlike < share * len(classified):
         return None
     return (
         f"{unlike} of {len(classified)} images ({unlike / len(classified):.0%}) are unlike the model's training "

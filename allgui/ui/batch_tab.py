@@ -235,6 +235,7 @@ class BatchTab(QWidget):
         self.table_model.clear()
         self.table_model.root = folder
         self.summary.set_values(None)
+        self.drift_label.hide()
         self.journal = journal_for(folder, loaded)
         # Rows an interrupted batch (cancelled, crashed, killed) finished: shown now, not classified again.
         recovered = journal_rows(self.journal, loaded)

@@ -161,6 +161,7 @@ def test_review_warns_when_the_images_are_unlike_the_training_images(
     _open(qtbot, window, image_folder)
     assert not review.drift_label.isVisibleTo(review)
     _open(qtbot, window, relit)
+    assert sum(item.predicted is not None for item in review.session.items) >= 20  # the warning's minimum
     assert review.drift_label.isVisibleTo(review), [i.review_reasons for i in review.session.items]
     assert "unreliable" in review.drift_label.text()
     close_window(qtbot, window)
