@@ -23,19 +23,9 @@ from allgui.core.models import calibration
 from allgui.core.models.secnn import DEFAULTS
 from allgui.core.splits import block_split
 from training import record
-from training.precision_check import figures, load
+from training.precision_check import figures
 from training.recipe import DATA_DEFAULT
-
-
-def outputs(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
-    """Calibrated probabilities and OOD scores on the model's validation part and on the held-out blocks."""
-    model = load(folder)
-    _, val_positions = model._validation_split(data.labels[train], groups[train])
-    parts: dict[str, Any] = {"validation_indices": train[val_positions]}
-    for name, indices in (("validation", train[val_positions]), ("heldout", test)):
-        images = [model.read(data.paths[i]) for i in indices]
-        parts[name] = (model.predict_proba(images), model.ood_scores(images))
-    return parts
+from training.review_rule import outputs
 
 
 def measure(members: list[dict[str, Any]], truth: np.ndarray, names: list[str]) -> dict[str, Any]:

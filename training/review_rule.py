@@ -32,14 +32,21 @@ RULES = (
 )
 
 
-def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+def outputs(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """Calibrated probabilities and OOD scores on the model's validation part and on the held-out blocks."""
     model = load(folder)
     _, val_positions = model._validation_split(data.labels[train], groups[train])
-    parts = {}
+    parts: dict[str, Any] = {"validation_indices": train[val_positions]}
     for name, indices in (("validation", train[val_positions]), ("heldout", test)):
         images = [model.read(data.paths[i]) for i in indices]
-        parts[name] = (model.predict_proba(images), model.ood_scores(images), data.labels[indices])
-    probabilities, ood, truth = parts["heldout"]
+        parts[name] = (model.predict_proba(images), model.ood_scores(images))
+    return parts
+
+
+def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    parts = outputs(folder, data, groups, train, test)
+    probabilities, ood = parts["heldout"]
+    truth = data.labels[test]
     wrong = probabilities.argmax(1) != truth
     result: dict[str, Any] = {
         "accuracy": round(float((~wrong).mean()), 4),
@@ -52,7 +59,7 @@ def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.
         flagged = policy.flags(probabilities, ood)
         result["rules"][rule] = {
             "policy": policy.to_dict(),
-            "validation_flagged_rate": round(float(policy.flags(*parts["validation"][:2]).mean()), 4),
+            "validation_flagged_rate": round(float(policy.flags(*parts["validation"]).mean()), 4),
             "flagged_rate": round(float(flagged.mean()), 4),
             "misclassified_flagged": int((wrong & flagged).sum()),
         }

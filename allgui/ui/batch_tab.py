@@ -31,6 +31,7 @@ from allgui.core.models.store import LoadedModel, user_data_dir
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
 from allgui.ui.charts import ClassBarChart
+from allgui.ui.drift_warning import DriftWarning
 from allgui.ui.model_controller import ModelController
 from allgui.ui.workers import Task, TaskRunner, show_progress
 
@@ -188,11 +189,7 @@ class BatchTab(QWidget):
         self.table.setColumnWidth(0, 360)
         self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
         self.summary_label = QLabel("")
-        # Shown when many images of the batch are unlike the training images (another stain or lamp setting).
-        self.drift_label = QLabel("")
-        self.drift_label.setWordWrap(True)
-        self.drift_label.setStyleSheet("color: #b45309;")
-        self.drift_label.hide()
+        self.drift_label = DriftWarning()
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
@@ -301,9 +298,7 @@ class BatchTab(QWidget):
                 flagged += bool(row.get("needs_review"))
         self.summary.set_values(counts, "{:.0f}")
         self.summary_label.setText(f"{len(self.table_model.rows)} rows · {flagged} need review · {errors} unreadable")
-        warning = classify.unlike_training_warning(self.table_model.rows)
-        self.drift_label.setText(f"⚠ {warning}" if warning else "")
-        self.drift_label.setVisible(warning is not None)
+        self.drift_label.update_from(self.table_model.rows)
 
     def _done(self, rows: list[dict[str, Any]]) -> None:
         self.table_model.set_rows(rows)  # now with duplicate groups and the folders that could not be read

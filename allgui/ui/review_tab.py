@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from allgui.core import classify
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import find_groups
 from allgui.core.hashing import hash_images
@@ -43,6 +42,7 @@ from allgui.core.scan import ScanResult, scan_images
 from allgui.core.settings import Settings, user_data_dir
 from allgui.ui.attention_view import AttentionPanel
 from allgui.ui.charts import ClassBarChart
+from allgui.ui.drift_warning import DriftWarning
 from allgui.ui.image_view import ImagePanel
 from allgui.ui.model_controller import ModelController
 from allgui.ui.review_table import ReviewFilter, ReviewTableModel
@@ -226,11 +226,7 @@ class ReviewTab(QWidget):
             widget.currentIndexChanged.connect(self._apply_filters)
         self.duplicates_filter.toggled.connect(self._apply_filters)
         self.count_label = QLabel("No images loaded")
-        # Shown when many loaded images are unlike the training images (another stain or lamp setting).
-        self.drift_label = QLabel("")
-        self.drift_label.setWordWrap(True)
-        self.drift_label.setStyleSheet("color: #b45309;")
-        self.drift_label.hide()
+        self.drift_label = DriftWarning()
         filters = QHBoxLayout()
         filters.addWidget(self.class_filter)
         filters.addWidget(self.review_filter)
@@ -688,11 +684,9 @@ class ReviewTab(QWidget):
         self.count_label.setText(
             f"{shown} of {total} shown · {done} classified · {groups} duplicate group(s)" if total else "No images"
         )
-        warning = classify.unlike_training_warning(
+        self.drift_label.update_from(
             [{"review_reasons": i.review_reasons} for i in self.session.items if i.predicted is not None]
         )
-        self.drift_label.setText(f"⚠ {warning}" if warning else "")
-        self.drift_label.setVisible(warning is not None)
 
     # ---- export -------------------------------------------------------------------------------------------------
     def has_results(self) -> bool:
