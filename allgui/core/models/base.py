@@ -133,6 +133,11 @@ class Classifier(ABC):
         """An image file decoded as this model sees its inputs in training (raises ``ImageReadError``)."""
         return read_rgb(path, draft=self.decode_draft)
 
+    def reduce(self, image: Image.Image) -> Image.Image:
+        """The smallest form of a decoded image that gives this model the same prediction (e.g. resized to its
+        input size): what a batch keeps in memory between decoding and prediction. By default the image itself."""
+        return image
+
     @abstractmethod
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Calibrated probabilities, shape (n, 4)."""
