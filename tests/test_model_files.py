@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from allgui.core.models.classical import SVMClassifier
+from allgui.core.models.manifest import protected_digest
 from allgui.core.models.secnn import CALIBRATION_FILE, WEIGHTS_FILE, SECNNClassifier
 from allgui.core.models.store import (
     MANIFEST,
@@ -116,11 +117,12 @@ def rewrite_manifest(folder: Path, **changes: object) -> None:
     manifest.update(changes)
     names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
     manifest["files"] = {name: sha256_of(folder / name) for name in names}
+    manifest["protected_sha256"] = protected_digest(manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
 def assert_refused_and_active_kept(store: ModelStore, model_id: str, error: type[Exception], words: str) -> None:
-    folder = store.find(model_id).folder
+    folder = store.user_dir / model_id  # a folder whose manifest is refused is not even listed
     with pytest.raises(error) as caught:
         load_model(folder)
     message = str(caught.value)
@@ -246,7 +248,8 @@ def test_manifest_naming_a_file_outside_the_folder_is_refused(store: ModelStore,
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["files"] = {f"../../{outside.name}": sha256_of(outside)}
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    assert_refused_and_active_kept(store, "escape-svm", ModelFilesError, "missing")
+    # Refused at the manifest, before any file is looked for.
+    assert_refused_and_active_kept(store, "escape-svm", ManifestError, "not a plain relative path")
 
 
 @pytest.mark.parametrize(
@@ -306,5 +309,6 @@ def test_pipeline_for_another_input_size_is_refused(store: ModelStore, trained: 
 def test_weights_swapped_between_kinds_are_refused(store: ModelStore) -> None:
     """An SE-CNN manifest over an SVM's files: wrong file names, so the folder is refused as it stands."""
     folder = copy_model(store, "good-svm", "kind-swap")
-    rewrite_manifest(folder, kind="secnn")
+    review = {"min_confidence": 0.9, "ood_threshold": 1.0, "benign_alert": None}  # what an SE-CNN manifest needs
+    rewrite_manifest(folder, kind="secnn", review=review)
     assert_refused_and_active_kept(store, "kind-swap", ModelWeightsError, "usable")

@@ -6,14 +6,12 @@ from starting. Older versions pass through :func:`migrate` before use.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from allgui.core.duplicates import DEFAULT_THRESHOLD
+from allgui.core.statefile import StateFileError, read_state_json, warn_ignored, write_json_atomic
 
 SETTINGS_FILE = "settings.json"
 VERSION = 2
@@ -89,11 +87,16 @@ def settings_path(folder: Path | None = None) -> Path:
 
 
 def load_settings(folder: Path | None = None) -> Settings:
-    """The saved preferences, or defaults when the file is missing, unreadable or from a newer version."""
+    """The saved preferences, or defaults when the file is missing, unreadable or from a newer version.
+
+    A file that cannot be used (a pipe, a link out of the folder, huge, nested too deeply, not JSON) is ignored with
+    one warning naming it; the app starts with default preferences.
+    """
     path = settings_path(folder)
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = read_state_json(path)
+    except StateFileError as error:
+        warn_ignored(error, "default preferences are used")
         return Settings()
     if not isinstance(data, dict) or (isinstance(data.get("version"), int) and data["version"] > VERSION):
         return Settings()
@@ -103,10 +106,6 @@ def load_settings(folder: Path | None = None) -> Settings:
 def save_settings(settings: Settings, folder: Path | None = None) -> Path:
     """Write atomically (temporary file + rename) so a crash never leaves half a file."""
     path = settings_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     # surrogateescape: a recent folder whose name is not valid UTF-8 is kept as its bytes instead of failing the save.
-    text = json.dumps(settings.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
-    os.replace(temporary, path)
+    write_json_atomic(path, settings.to_dict())
     return path

@@ -30,12 +30,14 @@ from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.store import LoadedModel, user_data_dir
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
+from allgui.core.statefile import StateFileError, describe_os_error, read_state_bytes
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.drift_warning import DriftWarning
 from allgui.ui.model_controller import ModelController
 from allgui.ui.workers import Task, TaskRunner, show_progress
 
 Index = QModelIndex | QPersistentModelIndex
+MAX_JOURNAL_BYTES = 1 << 30  # a journal of a few hundred thousand rows; anything bigger is not one of ours
 SUMMARY_INTERVAL = 0.5  # seconds between updates of the per-class chart while rows arrive
 
 
@@ -49,8 +51,10 @@ def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
     """The finished rows an interrupted batch left in ``journal`` (read as classify's resume reads them: complete
     lines up to the first damaged one, the first row per file); none when it is missing or for another model."""
     try:
-        data = journal.read_bytes()
-    except OSError:
+        data = read_state_bytes(journal, MAX_JOURNAL_BYTES)
+    except StateFileError:  # a pipe, a link out, a huge file: not ours to read; the batch starts over
+        return []
+    if data is None:
         return []
     _, rows, _ = classify.read_journal(data, classify.model_digest(loaded))
     return list((rows or {}).values())
@@ -234,8 +238,16 @@ class BatchTab(QWidget):
         self.summary.set_values(None)
         self.drift_label.hide()
         self.journal = journal_for(folder, loaded)
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a read-only data folder: classify all the same, without the crash journal
+            self.error.emit(
+                f"This batch is not journalled ({self.journal.parent}: {describe_os_error(error)}): if it is "
+                "interrupted, it starts over."
+            )
+            self.journal = None
         # Rows an interrupted batch (cancelled, crashed, killed) finished: shown now, not classified again.
-        recovered = journal_rows(self.journal, loaded)
+        recovered = journal_rows(self.journal, loaded) if self.journal is not None else []
         self.resumed = len(recovered)
         self.table_model.append(recovered)
         self.model_id = loaded.id

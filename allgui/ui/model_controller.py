@@ -44,7 +44,10 @@ def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> tuple[
             info = store.find(model_id)
             loaded = store.activate(model_id) if info.offered else store.load(model_id)
         device = loaded.classifier.device_name  # touches torch's device choice inside the warning catcher
-    notices = [str(w.message) for w in caught if type(w.message).__name__ == "DeviceWarning"]
+    # Device changes, and state files ignored on the way (a damaged active-model choice, a folder that is not a model).
+    notices = [str(w.message) for w in caught if type(w.message).__name__ in ("DeviceWarning", "StateFileWarning")]
+    if store.unsaved_reason:
+        notices.append(f"{store.unsaved_reason}: the choice lasts until AllGUI closes.")
     if registry.KINDS.get(loaded.kind, None) and registry.KINDS[loaded.kind].needs_torch and device == "CPU":
         notices.append(f"{loaded.title}: CUDA is not available, so it runs on the CPU (slower, same results).")
     return loaded, notices

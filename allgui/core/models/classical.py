@@ -34,8 +34,19 @@ from allgui.core.models.features import (
     load_arrays,
     pixel_features,
 )
+from allgui.core.models.manifest import check_options
 from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
 from allgui.core.progress import CancelToken, ProgressCallback, check
+
+# Sizes a manifest may ask for: a crafted image size would otherwise take loading past the machine's memory.
+OPTION_BOUNDS: dict[str, tuple[float, float]] = {
+    "image_size": (8, 256),
+    "pca_components": (1, 4096),
+    "n_estimators": (1, 5000),
+    "augment_copies": (0, 16),
+    "cv_folds": (2, 20),
+    "n_bits": (8, 4096),
+}
 
 
 def smote_neighbours(labels: np.ndarray, wanted: int = 5) -> int:
@@ -67,6 +78,12 @@ class SklearnImageClassifier(Classifier):
     @property
     def image_size(self) -> int:
         return int(self.options["image_size"])
+
+    def reduce(self, image: Image.Image) -> Image.Image:
+        """The image at the pipeline's input size, as :func:`image_array` resizes it."""
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        size = self.image_size
+        return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
     @abstractmethod
     def features(self, arrays: np.ndarray) -> np.ndarray:
@@ -125,6 +142,7 @@ class SklearnImageClassifier(Classifier):
 
     @classmethod
     def load_files(cls, folder: Path, manifest: dict[str, Any]) -> Classifier:
+        check_options(manifest.get("options", {}), OPTION_BOUNDS, "options")
         model = cls(**manifest.get("options", {}))
         model.pipeline = load_pipeline(folder / cls.file_name)
         expected = model.features(np.zeros((1, model.image_size, model.image_size, 3), np.uint8)).shape[1]

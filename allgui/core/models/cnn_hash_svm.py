@@ -22,7 +22,8 @@ from sklearn.svm import SVC
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.base import Classifier, LogCallback
-from allgui.core.models.classical import full_probabilities
+from allgui.core.models.classical import OPTION_BOUNDS, full_probabilities
+from allgui.core.models.manifest import check_options
 from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
 from allgui.core.progress import CancelToken, ProgressCallback, check
 
@@ -131,6 +132,9 @@ class CNNHashSVMClassifier(Classifier):
         codes = self.pipeline.named_steps["hash"].transform(self.pipeline.named_steps["project"].transform(scaled))
         return np.packbits(codes.astype(np.uint8), axis=1)
 
+    def reduce(self, image: Image.Image) -> Image.Image:
+        return self.cnn.reduce(image) if self.cnn is not None else image
+
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
         if self.cnn is None or self.pipeline is None:
             raise RuntimeError("cnn-hash-svm model is not fitted")
@@ -154,6 +158,7 @@ class CNNHashSVMClassifier(Classifier):
     def load_files(cls, folder: Path, manifest: dict[str, Any]) -> Classifier:
         from allgui.core.models.secnn import SECNNClassifier
 
+        check_options(manifest.get("options", {}), OPTION_BOUNDS, "options")
         model = cls(**manifest.get("options", {}))
         model.cnn = SECNNClassifier.load_files(folder / CNN_FOLDER, {})
         model.pipeline = load_pipeline(folder / PIPELINE_FILE)

@@ -17,12 +17,16 @@ class KindInfo:
     # The colour baseline exists to measure the colour shortcut; technicians never classify with it.
     offered: bool = True
     needs_torch: bool = False
+    # Scores how unlike its training images an image is: its manifest must then hold a threshold for that score.
+    scores_unfamiliar: bool = False
 
 
 KINDS: dict[str, KindInfo] = {
     info.kind: info
     for info in (
-        KindInfo("secnn", "allgui.core.models.secnn:SECNNClassifier", "SE-CNN", needs_torch=True),
+        KindInfo(
+            "secnn", "allgui.core.models.secnn:SECNNClassifier", "SE-CNN", needs_torch=True, scores_unfamiliar=True
+        ),
         KindInfo("svm", "allgui.core.models.classical:SVMClassifier", "SVM (PCA + SMOTE + grid search)"),
         KindInfo("rf", "allgui.core.models.classical:RFClassifier", "Random Forest (augmentation + PCA + SMOTE)"),
         KindInfo(

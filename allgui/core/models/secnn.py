@@ -24,9 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
+from allgui.core.classes import CLASS_NAMES
 from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
 from allgui.core.models.base import Attention, Classifier, LogCallback, ReviewPolicy
+from allgui.core.models.manifest import InvalidManifest, check_options
 from allgui.core.models.secnn_net import SECNN, NetConfig
 from allgui.core.models.torch_device import (
     choose_device,
@@ -36,6 +38,7 @@ from allgui.core.models.torch_device import (
     is_cuda_failure,
 )
 from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check, no_progress
+from allgui.core.statefile import read_state_json
 
 _T = TypeVar("_T")
 
@@ -109,6 +112,23 @@ DEFAULTS: dict[str, Any] = {
 
 # Bottom-right box holding the microscope's scale-bar label (fractions of width and height).
 CORNER_BOX = (0.16, 0.12)
+
+# Sizes a model folder may ask for (secnn.json): a crafted width or input size would otherwise take loading or a
+# batch to the machine's memory limit. The shipped networks are 96 px and width 16 (48 px, width 12).
+OPTION_BOUNDS: dict[str, tuple[float, float]] = {
+    "image_size": (16, 384),
+    "width": (1, 64),
+    "blocks": (1, 8),
+    "convs_per_block": (1, 4),
+    "reduction": (1, 64),
+    "stem_stride": (1, 4),
+    "batch_size": (1, 1024),
+    "train_crop": (0, 384),
+    "threads": (0, 256),
+    "loader_workers": (0, 64),
+}
+# Activation memory grows with width x image_size^2: at most seven times the shipped network's per image.
+MAX_WIDTH_PIXELS = 16 * 256 * 256
 
 
 class _RandomRot90(nn.Module):
@@ -275,13 +295,16 @@ class SECNNClassifier(Classifier):
     def decode_draft(self) -> tuple[int, int] | None:
         return (self.image_size, self.image_size) if self.options["jpeg_draft"] else None
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """uint8 (S, S, 3) at the input size, with the scale-bar corner filled with the image's median colour."""
+    def reduce(self, image: Image.Image) -> Image.Image:
+        """The image at the network's input size, as :meth:`prepare` resizes it."""
         image = image.convert("RGB")
         size = self.image_size
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        array = np.array(image, dtype=np.uint8)
+        return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """uint8 (S, S, 3) at the input size, with the scale-bar corner filled with the image's median colour."""
+        size = self.image_size
+        array = np.array(self.reduce(image), dtype=np.uint8)
         if self.options["mask_corner"]:
             height = max(1, round(size * CORNER_BOX[1]))
             width = max(1, round(size * CORNER_BOX[0]))
@@ -755,10 +778,23 @@ class SECNNClassifier(Classifier):
     @classmethod
     def load_files(cls, folder: Path, manifest: dict[str, Any]) -> SECNNClassifier:
         folder = Path(folder)
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = read_state_json(folder / CONFIG_FILE)
+        if config is None:
+            raise FileNotFoundError(f"no {CONFIG_FILE}")
+        if not isinstance(config, dict):
+            raise InvalidManifest(f"{CONFIG_FILE} is not a JSON object")
+        check_options(config.get("options"), OPTION_BOUNDS, f"{CONFIG_FILE} options")
+        check_options(config.get("network"), OPTION_BOUNDS, f"{CONFIG_FILE} network")
         options = {k: v for k, v in config["options"].items() if k in DEFAULTS}
+        network = NetConfig.from_dict(config["network"])
+        size = int(options.get("image_size", DEFAULTS["image_size"]))
+        if network.num_classes != len(CLASS_NAMES) or network.width * size * size > MAX_WIDTH_PIXELS:
+            raise InvalidManifest(
+                f"{CONFIG_FILE} asks for {network.num_classes} classes, width {network.width} at {size} px: "
+                f"the app's 4 classes and width x size^2 up to {MAX_WIDTH_PIXELS:,} are allowed"
+            )
         model = cls(**options)
-        net = SECNN(NetConfig.from_dict(config["network"]))
+        net = SECNN(network)
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         model.net = net.eval()
         state = torch.load(folder / CALIBRATION_FILE, map_location="cpu", weights_only=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import pickle
 import platform
 import shutil
+import stat
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,12 +28,29 @@ from allgui import __version__
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models import registry
 from allgui.core.models.base import Classifier, ReviewPolicy
+from allgui.core.models.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    InvalidManifest,
+    check_manifest,
+    model_id_problem,
+    protected_digest,
+    read_manifest_file,
+)
+from allgui.core.statefile import (
+    StateFileError,
+    StateFileWarning,
+    describe_os_error,
+    read_state_json,
+    warn_ignored,
+    write_json_atomic,
+)
 from allgui.resources import shipped_models_dir
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 ACTIVE_FILE = "active_model.json"
 ACTIVE_VERSION = 1
+# A model file is a few megabytes; a bigger one is refused before it is hashed or loaded.
+MAX_MODEL_FILE_BYTES = 512 << 20
 # Operating-system litter that may appear in a copied folder and carries no model data.
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -107,20 +125,22 @@ def new_model_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        read_manifest(folder)
+    except ModelLoadError:
+        return False
+    return True
 
 
 def _replace_folder(temporary: Path, folder: Path) -> None:
-    """Move a finished temporary folder to ``folder``, replacing an older one only once the new one is complete."""
-    if folder.exists():
+    """Move a finished temporary folder to ``folder``, replacing an older one only once the new one is complete.
+
+    Only an AllGUI model folder is ever replaced: any other folder (a typo'd ``--out ~/Documents``) is refused.
+    """
+    if folder.is_symlink() or folder.exists():
+        if folder.is_symlink() or not folder.is_dir() or not _is_model_folder(folder):
+            raise ModelActivationError(f"{folder} exists and is not an AllGUI model folder; it is left as it is")
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
         folder.rename(old)
         temporary.rename(folder)
@@ -142,6 +162,10 @@ def save_model(
 ) -> dict[str, Any]:
     """Write ``classifier`` into ``folder`` atomically and return its manifest."""
     folder = Path(folder)
+    if problem := model_id_problem(model_id or folder.name):
+        raise ManifestError(f"{folder}: {problem}")
+    if folder.is_symlink() or (folder.exists() and not _is_model_folder(folder)):
+        raise ModelActivationError(f"{folder} exists and is not an AllGUI model folder; it is left as it is")
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     temporary.mkdir()
@@ -165,6 +189,9 @@ def save_model(
             files={name: sha256_of(temporary / name) for name in _model_files(temporary)},
             **(extra or {}),
         )
+        manifest["protected_sha256"] = protected_digest(manifest)
+        # Never save what loading would refuse (e.g. a review threshold out of range).
+        check_manifest(manifest, needs_ood=registry.kind_info(classifier.kind).scores_unfamiliar)
         write_json_atomic(temporary / MANIFEST, manifest)
         _replace_folder(temporary, folder)
     except BaseException:
@@ -174,26 +201,26 @@ def save_model(
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The folder's manifest, shape- and range-checked (:mod:`allgui.core.models.manifest`), or ManifestError."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not folder.is_dir():
+    try:
+        is_folder = folder.is_dir()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise ModelNotFoundError(f"{folder}: {describe_os_error(error)}") from None
+    if not is_folder:
         raise ModelNotFoundError(f"{folder}: not a folder")
-    if not path.is_file():
+    try:
+        manifest = read_manifest_file(folder / MANIFEST)
+    except StateFileError as error:
+        raise ManifestError(f"{folder}: {MANIFEST} {error.reason}") from None
+    if manifest is None:
         raise ManifestError(f"{folder}: no {MANIFEST}; this is not an AllGUI model folder")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ManifestError(f"{folder}: {MANIFEST} cannot be read ({error})") from None
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{folder}: {MANIFEST} is not a JSON object")
-    missing = [key for key in ("id", "kind", "class_names", "files") if key not in manifest]
-    if missing:
-        raise ManifestError(f"{folder}: {MANIFEST} lacks {', '.join(missing)}")
-    if not isinstance(manifest["files"], dict):
-        raise ManifestError(f"{folder}: {MANIFEST} 'files' must map file names to SHA-256 digests")
-    if int(manifest.get("format_version", 1)) > FORMAT_VERSION:
-        raise ManifestError(f"{folder}: made by a newer AllGUI (format {manifest['format_version']})")
-    return manifest
+        kind = manifest.get("kind") if isinstance(manifest, dict) else None
+        info = registry.KINDS.get(kind) if isinstance(kind, str) else None
+        return check_manifest(manifest, needs_ood=bool(info and info.scores_unfamiliar))
+    except InvalidManifest as error:
+        raise ManifestError(f"{folder}: {MANIFEST}: {error}") from None
 
 
 def verify_folder(folder: str | Path, manifest: dict[str, Any]) -> None:
@@ -215,6 +242,11 @@ def verify_folder(folder: str | Path, manifest: dict[str, Any]) -> None:
         path = folder / name
         if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()):
             raise ModelFilesError(f"{folder}: {name} is a link; model files must be plain files")
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFilesError(f"{folder}: {name} is not a regular file")
+        if info.st_size > MAX_MODEL_FILE_BYTES:
+            raise ModelFilesError(f"{folder}: {name} is {info.st_size / 2**20:,.0f} MiB; a model file is at most 512")
         if sha256_of(path) != manifest["files"][name]:
             raise ModelFilesError(f"{folder}: {name} was changed since the model was saved (SHA-256 differs)")
 
@@ -251,6 +283,8 @@ def load_model(folder: str | Path) -> LoadedModel:
         classifier = cls.load_files(folder, manifest)
     except ModelLoadError:
         raise
+    except (InvalidManifest, StateFileError) as error:
+        raise ManifestError(f"{folder}: {error}") from None
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, i.e. running the file's code: never show that advice.
         raise ModelWeightsError(
@@ -282,6 +316,9 @@ class ModelStore:
     def __init__(self, data_dir: Path | None = None, shipped_dir: Path | None = None) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else user_data_dir()
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else shipped_models_dir()
+        # A choice that could not be written (read-only data folder): kept for this session, with the reason.
+        self._unsaved_choice: str | None = None
+        self.unsaved_reason: str | None = None
 
     @property
     def user_dir(self) -> Path:
@@ -294,8 +331,16 @@ class ModelStore:
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
                 manifest = read_manifest(folder)
-            except ModelLoadError:
-                continue  # not a model folder; `models show`/load report the reason when asked for it by path
+            except ModelLoadError as error:
+                # Not a model: listed for nobody, so one bad folder never stops the list or a classification.
+                warnings.warn(StateFileWarning(f"{error}; this folder is not listed as a model"), stacklevel=2)
+                continue
+            if manifest["id"] != folder.name and source == "user":
+                warnings.warn(
+                    StateFileWarning(f"{folder}: its manifest names the model {manifest['id']!r}; not listed"),
+                    stacklevel=2,
+                )
+                continue
             kind = str(manifest["kind"])
             offered = registry.KINDS[kind].offered if kind in registry.KINDS else False
             found.append(
@@ -354,11 +399,17 @@ class ModelStore:
         return self.data_dir / ACTIVE_FILE
 
     def _stored_active(self) -> str | None:
+        if self._unsaved_choice is not None:
+            return self._unsaved_choice
         try:
-            data = json.loads(self.active_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_state_json(self.active_file)
+        except StateFileError as error:
+            warn_ignored(error, "the shipped default model is used")
             return None
-        if not isinstance(data, dict) or int(data.get("version", 0)) != ACTIVE_VERSION:
+        if data is None:
+            return None
+        if not isinstance(data, dict) or data.get("version") != ACTIVE_VERSION:
+            warn_ignored(StateFileError(self.active_file, "is not an active-model choice"), "the default is used")
             return None
         value = data.get("active_model")
         return value if isinstance(value, str) else None
@@ -381,21 +432,43 @@ class ModelStore:
         return None
 
     def activate(self, model_id: str) -> LoadedModel:
-        """Make ``model_id`` active only after it loads cleanly; on any error the previous choice stays."""
+        """Make ``model_id`` active only after it loads cleanly; on any error the previous choice stays.
+
+        When the data folder cannot be written the choice is kept for this session only and
+        :attr:`unsaved_reason` says why (the GUI tells the user; the CLI refuses).
+        """
         info = self.find(model_id)
         if not info.offered:
             raise ModelActivationError(
                 f"{model_id} is a {info.kind} model, which is kept for comparison only and cannot be made active"
             )
         loaded = load_model(info.folder)
-        write_json_atomic(self.active_file, {"version": ACTIVE_VERSION, "active_model": info.id})
+        try:
+            write_json_atomic(self.active_file, {"version": ACTIVE_VERSION, "active_model": info.id})
+        except (OSError, StateFileError) as error:
+            reason = error.reason if isinstance(error, StateFileError) else describe_os_error(error)
+            self._unsaved_choice = info.id
+            self.unsaved_reason = f"the model choice cannot be saved in {self.active_file} ({reason})"
+            return loaded
+        self._unsaved_choice = None
+        self.unsaved_reason = None
         return loaded
 
     # ---- adding models -------------------------------------------------------------------------------------------
     def save(self, classifier: Classifier, model_id: str | None = None, **fields: Any) -> ModelInfo:
         model_id = model_id or new_model_id(classifier.kind)
-        save_model(classifier, self.user_dir / model_id, model_id=model_id, **fields)
+        save_model(classifier, self._user_folder(model_id), model_id=model_id, **fields)
         return self.find(model_id)
+
+    def _user_folder(self, model_id: str) -> Path:
+        """``models/<id>``, checked to be a direct child of the models folder before anything is written or moved."""
+        if problem := model_id_problem(model_id):
+            raise ManifestError(problem)
+        root = Path(os.path.realpath(self.user_dir))
+        target = self.user_dir / model_id
+        if Path(os.path.realpath(target)).parent != root:
+            raise ManifestError(f"model id {model_id!r} would leave the models folder {self.user_dir}; refused")
+        return target
 
     def import_folder(self, source: str | Path) -> ModelInfo:
         """Verify a model folder, then copy it into the user's models (atomically) under its own id."""
@@ -403,7 +476,9 @@ class ModelStore:
         loaded = load_model(source)
         if any(m.id == loaded.id for m in self.list()):
             raise ModelActivationError(f"a model with id {loaded.id!r} is already in the list")
-        target = self.user_dir / loaded.id
+        target = self._user_folder(loaded.id)
+        if target.is_symlink() or target.exists():
+            raise ModelActivationError(f"{target} already exists (not a listed model); it is left as it is")
         temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             temporary.mkdir(parents=True)
