@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "activate":
             loaded = store.activate(args.model)
+            if store.unsaved_reason:
+                raise UsageError(f"{store.unsaved_reason}; the active model is unchanged")
             print(f"active model: {loaded.id} ({loaded.title})")
             return 0
         info = store.import_folder(args.folder)

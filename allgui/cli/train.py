@@ -67,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from allgui.cli.main import UsageError
     from allgui.core.dataset import load_labelled
     from allgui.core.metrics import evaluate
+    from allgui.core.models.manifest import model_id_problem
     from allgui.core.models.registry import create
-    from allgui.core.models.store import ModelStore, new_model_id, save_model
+    from allgui.core.models.store import ModelStore, is_model_folder, new_model_id, save_model
     from allgui.core.splits import block_split
 
     data_root = Path(args.data)
@@ -77,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.holdout < 0.5:
         raise UsageError("--holdout must be at least 0 and below 0.5")
     options = model_options(args)
+    # Checked before hours of training: the id names a folder, and --out may only replace a model folder.
+    model_id = args.id or (Path(args.out).name if args.out else new_model_id(args.model))
+    if problem := model_id_problem(model_id):
+        raise UsageError(f"{problem}; choose one with --id")
+    if args.out and (Path(args.out).is_symlink() or Path(args.out).exists()) and not is_model_folder(Path(args.out)):
+        raise UsageError(f"{args.out} exists and is not an AllGUI model folder; it is left as it is")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -128,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
         "unreadable": len(data.unreadable),
         "cancelled": cancelled,
     }
-    model_id = args.id or (Path(args.out).name if args.out else new_model_id(args.model))
     try:
         if args.out:
             save_model(model, Path(args.out), model_id=model_id, training=training, metrics=metrics, fit=summary)

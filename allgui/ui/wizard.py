@@ -43,8 +43,9 @@ from allgui.core.datacheck import DataCheckReport, check_dataset
 from allgui.core.dataset import load_labelled
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
+from allgui.core.models.manifest import model_id_problem
 from allgui.core.models.recipes import SECNN_RECIPE
-from allgui.core.models.store import ModelStore
+from allgui.core.models.store import ModelLoadError, ModelStore
 from allgui.core.progress import check
 from allgui.core.settings import Settings, user_data_dir
 from allgui.core.splits import block_split
@@ -571,6 +572,9 @@ class RetrainingWizard(QWizard):
         if self.result is None:
             return False
         store = self.models.store
+        if problem := model_id_problem(model_id):
+            self.evaluation_page.note.setText(f"Choose another name: {problem}.")
+            return False
         if any(m.id == model_id for m in store.list()):
             self.evaluation_page.note.setText(f"A model called {model_id} already exists; choose another name.")
             return False
@@ -583,7 +587,7 @@ class RetrainingWizard(QWizard):
                 metrics={"held_out": self.result["metrics"]},
                 fit=json.loads(json.dumps(self.result["summary"], default=_plain)),
             )
-        except (OSError, ValueError, RuntimeError, TypeError) as error:
+        except (OSError, ValueError, RuntimeError, TypeError, ModelLoadError) as error:
             self.evaluation_page.note.setText(f"The model could not be saved: {error}")
             return False
         self.saved_id = model_id

@@ -101,6 +101,11 @@ def check_manifest(manifest: object, *, needs_ood: bool = False) -> dict[str, An
         raise InvalidManifest(f"format_version must be a whole number, not {version!r}")
     if version > FORMAT_VERSION:
         raise InvalidManifest(f"made by a newer AllGUI (format {version}); update AllGUI to use it")
+    if version >= 2 and manifest.get("protected_sha256") != protected_digest(manifest):
+        raise InvalidManifest(
+            "its review thresholds or model settings were changed after the model was saved (protected_sha256 "
+            "differs); re-save or retrain the model instead of editing manifest.json"
+        )
     check_model_id(manifest["id"])
     if not isinstance(manifest["kind"], str):
         raise InvalidManifest("kind must be a text")
@@ -130,11 +135,6 @@ def check_manifest(manifest: object, *, needs_ood: bool = False) -> dict[str, An
         if key in manifest and not isinstance(manifest[key], str):
             raise InvalidManifest(f"{key} must be a text")
     check_review(manifest.get("review"), needs_ood=needs_ood)
-    if version >= 2 and manifest.get("protected_sha256") != protected_digest(manifest):
-        raise InvalidManifest(
-            "its review thresholds or model settings were changed after the model was saved (protected_sha256 "
-            "differs); re-save or retrain the model instead of editing manifest.json"
-        )
     return manifest
 
 

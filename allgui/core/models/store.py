@@ -125,7 +125,7 @@ def new_model_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
-def _is_model_folder(folder: Path) -> bool:
+def is_model_folder(folder: Path) -> bool:
     try:
         read_manifest(folder)
     except ModelLoadError:
@@ -139,7 +139,7 @@ def _replace_folder(temporary: Path, folder: Path) -> None:
     Only an AllGUI model folder is ever replaced: any other folder (a typo'd ``--out ~/Documents``) is refused.
     """
     if folder.is_symlink() or folder.exists():
-        if folder.is_symlink() or not folder.is_dir() or not _is_model_folder(folder):
+        if folder.is_symlink() or not folder.is_dir() or not is_model_folder(folder):
             raise ModelActivationError(f"{folder} exists and is not an AllGUI model folder; it is left as it is")
         old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
         folder.rename(old)
@@ -164,7 +164,7 @@ def save_model(
     folder = Path(folder)
     if problem := model_id_problem(model_id or folder.name):
         raise ManifestError(f"{folder}: {problem}")
-    if folder.is_symlink() or (folder.exists() and not _is_model_folder(folder)):
+    if folder.is_symlink() or (folder.exists() and not is_model_folder(folder)):
         raise ModelActivationError(f"{folder} exists and is not an AllGUI model folder; it is left as it is")
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
