@@ -330,3 +330,14 @@ def test_store_keeps_an_unsaved_choice_for_the_session(tmp_path: Path) -> None:
     loaded = store.activate("svm-taleqani")
     assert loaded.id == "svm-taleqani" and "cannot be saved" in (store.unsaved_reason or "")
     assert store.active_id() == "svm-taleqani" and store.active_file.is_dir()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_bad_review_file_is_refused_with_its_name(tmp_path: Path, kind: str) -> None:
+    from allgui.core.review_session import ReviewSession
+
+    path = tmp_path / "reviews" / "smears-0123456789ab.json"
+    make_hostile(path, kind)
+    with pytest.raises(ValueError, match="smears-0123456789ab.json"):
+        ReviewSession.load(path)

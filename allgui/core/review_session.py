@@ -10,9 +10,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,9 +21,12 @@ from allgui import DISCLAIMER, __version__
 from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
 from allgui.core.duplicates import DuplicateGroup
 from allgui.core.hashing import HashRecord
+from allgui.core.statefile import read_state_json, write_text_atomic
 
 FORMAT = "allgui-review"
 VERSION = 1
+# A review of a hundred thousand images is some 30 MB; a bigger file is not one AllGUI wrote.
+MAX_REVIEW_BYTES = 256 << 20
 
 
 @dataclass
@@ -203,18 +204,23 @@ class ReviewSession:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        _write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> ReviewSession:
-        data = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
+        """A saved review; ValueError naming the file for anything else (a pipe, a huge or damaged file)."""
+        data = read_state_json(path, MAX_REVIEW_BYTES)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path}: not an AllGUI review file")
-        if int(data.get("version", 0)) > VERSION:
-            raise ValueError(f"{path}: made by a newer AllGUI (review format {data['version']})")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or version > VERSION:
+            raise ValueError(f"{path}: made by a newer AllGUI (review format {version!r})")
         session = cls(folder=data.get("folder"))
-        session.items = [ReviewItem.from_dict(entry) for entry in data.get("items", [])]
+        try:
+            session.items = [ReviewItem.from_dict(entry) for entry in data.get("items", [])]
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not an AllGUI review file ({type(error).__name__}: {error})") from None
         session._index = {item.path: i for i, item in enumerate(session.items)}
         session.model_id = data.get("model_id")
         session.duplicate_threshold = data.get("duplicate_threshold")
@@ -252,10 +258,10 @@ class ReviewSession:
             writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["path"], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-            _write_atomic(path, buffer.getvalue())
+            write_text_atomic(path, buffer.getvalue())
         else:
             document = {"disclaimer": DISCLAIMER, "model_id": self.model_id, "rows": rows}
-            _write_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         return path
 
     def export_labelled(self, target: str | Path) -> dict[str, int]:
@@ -284,7 +290,7 @@ class ReviewSession:
         note = f"Images labelled by a technician in AllGUI {__version__}.\n{DISCLAIMER}\n" + "".join(
             f"{name}: {count}\n" for name, count in counts.items()
         )
-        _write_atomic(target / "README.txt", note)
+        write_text_atomic(target / "README.txt", note)
         return counts
 
 
@@ -294,15 +300,3 @@ def autosave_path(data_dir: Path, folder: str | Path) -> Path:
     digest = hashlib.sha1(str(folder).encode("utf-8", errors="surrogateescape")).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in folder.name)[:40] or "images"
     return Path(data_dir) / "reviews" / f"{slug}-{digest}.json"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    # surrogateescape: a file name that is not valid UTF-8 is kept as its original bytes instead of failing the save.
-    try:
-        temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

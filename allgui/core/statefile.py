@@ -48,7 +48,7 @@ def check_regular(path: str | Path, *, follow_inside: bool = True) -> os.stat_re
     path = Path(path)
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent, or a part of its folder path is a file
         return None
     except OSError as error:
         raise StateFileError(path, f"cannot be read ({error.strerror or error})") from None
@@ -76,7 +76,7 @@ def read_state_bytes(path: str | Path, max_bytes: int = SMALL_FILE_BYTES) -> byt
     try:
         # O_NONBLOCK: if the file was swapped for a pipe since the check, opening it still returns at once.
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as error:
         raise StateFileError(path, f"cannot be read ({error.strerror or error})") from None
