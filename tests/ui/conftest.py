@@ -17,6 +17,7 @@ from allgui.core.models import registry
 from allgui.core.models.store import ModelStore, save_model
 from allgui.resources import shipped_models_dir
 from allgui.ui.workers import live_pools
+from tests.imagefactory import smear_like
 
 # Sizes that train in seconds on two cores; the models are poor, the code paths are the real ones.
 SVM_OPTIONS = {"image_size": 16, "C": [1.0], "cv_folds": 2, "pca_components": 16}
@@ -37,8 +38,16 @@ def spread(dataset: LabelledDataset, per_class: int, offset: int = 0) -> Labelle
 SHIPPED = {"test-svm": ("svm-taleqani", "svm", SVM_OPTIONS), "test-secnn": ("secnn-default", "secnn", SECNN_OPTIONS)}
 
 
+def real_data(request: pytest.FixtureRequest) -> Path | None:
+    """The real images when ALLGUI_TEST_DATA is set; None otherwise (the GUI tests then use generated images)."""
+    try:
+        return request.getfixturevalue("data_dir")
+    except pytest.skip.Exception:
+        return None
+
+
 @pytest.fixture(scope="session")
-def ui_models(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ui_models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding an SVM and an SE-CNN (used as the store's 'shipped' models): copies of the shipped models,
     or, in a checkout without them, tiny ones trained here on real images."""
     folder = tmp_path_factory.mktemp("ui-models")
@@ -52,7 +61,7 @@ def ui_models(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             manifest.update(id=model_id, title=f"Test {kind} (shipped {shipped_id})", default=False)
             manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             continue
-        training = training or spread(LabelledDataset.from_folder(data_dir), 10)
+        training = training or spread(LabelledDataset.from_folder(request.getfixturevalue("data_dir")), 10)
         model = registry.create(kind, **options)
         model.fit(training.paths, training.labels)
         save_model(model, folder / model_id, model_id=model_id, title=f"Test {kind}")
@@ -65,11 +74,20 @@ def store(isolated_home: Path, ui_models: Path) -> ModelStore:
 
 
 @pytest.fixture
-def image_folder(data_dir: Path, tmp_path: Path) -> Path:
-    """20 real images (5 per class, copied, never into the repo) plus a byte copy of the first one."""
+def image_folder(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """20 real images (5 per class, copied, never into the repo) plus a byte copy of the first one. Without
+    ALLGUI_TEST_DATA, 20 generated smear-like JPEGs in their place: the GUI's code paths are tested all the same,
+    and tests that need real image content ask for ``data_dir`` too (and skip)."""
     folder = tmp_path / "smears"
     folder.mkdir()
-    picked = spread(LabelledDataset.from_folder(data_dir), 5, offset=3)
+    data = real_data(request)
+    if data is None:
+        for number in range(20):
+            smear_like(number, 96).save(folder / f"WBC-Generated-{number + 1:03d}.jpg", quality=92)
+        first = folder / "WBC-Generated-001.jpg"
+        shutil.copy(first, folder / "WBC-Generated-001-copy.jpg")
+        return folder
+    picked = spread(LabelledDataset.from_folder(data), 5, offset=3)
     for path in picked.paths:
         shutil.copy(path, folder / path.name)
     first = picked.paths[0]

@@ -145,7 +145,7 @@ def test_review_filters_and_a_classical_model(qtbot, store, image_folder: Path) 
 
 
 def test_review_warns_when_the_images_are_unlike_the_training_images(
-    qtbot, store, image_folder: Path, tmp_path: Path
+    qtbot, store, image_folder: Path, tmp_path: Path, data_dir: Path
 ) -> None:
     """Real images with a 10% brightness change in the colour channels (another lamp or white balance): the tab
     says the whole set is unreliable; for the same images unchanged it says nothing."""

@@ -103,7 +103,7 @@ def check_manifest(manifest: object, *, needs_ood: bool = False) -> dict[str, An
         raise InvalidManifest(f"made by a newer AllGUI (format {version}); update AllGUI to use it")
     if version >= 2 and manifest.get("protected_sha256") != protected_digest(manifest):
         raise InvalidManifest(
-            "its review thresholds or model settings were changed after the model was saved (protected_sha256 "
+            "its classes, review thresholds or model settings were changed after the model was saved (protected_sha256 "
             "differs); re-save or retrain the model instead of editing manifest.json"
         )
     check_model_id(manifest["id"])

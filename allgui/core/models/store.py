@@ -368,6 +368,10 @@ class ModelStore:
         for info in self.list():
             if info.id == model_id:
                 return info
+        if model_id_problem(model_id) is None:  # a folder of that name that is not listed: say why
+            for root in (self.shipped_dir, self.user_dir):
+                if (root / model_id).is_dir():
+                    read_manifest(root / model_id)
         known = ", ".join(m.id for m in self.list()) or "none"
         raise ModelNotFoundError(f"no model with id {model_id!r} (known: {known})")
 
