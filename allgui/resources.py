@@ -15,3 +15,7 @@ def resources_dir() -> Path:
 
 def shipped_models_dir() -> Path:
     return resources_dir() / "models"
+
+
+def user_guide_path() -> Path:
+    return resources_dir() / "docs" / "USER_GUIDE.md"

@@ -41,6 +41,10 @@ class ImagePanel(QWidget):
         self.fit_button.clicked.connect(self.fit)
         self.heat_box = QCheckBox("Heat map")
         self.heat_box.setChecked(True)
+        self.heat_box.setToolTip(
+            "Where the network looked for its answer (bright: most). Experts: Grad-CAM of the last SE block for the "
+            "predicted class."
+        )
         self.heat_box.toggled.connect(self._apply_opacity)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)

@@ -51,6 +51,10 @@ class MainWindow(QMainWindow):
         self.review = self.batch = self.training = None
         self.wizard = None
         self._closing = False
+        self._message = "Ready"  # the last message (not progress): shown again when the work it was hidden by ends
+        self._progress_slot: str | None = None  # the task whose progress the status bar shows
+        self._device_warnings: list[str] = []
+        self._device_note = ""
         self.setWindowTitle(f"AllGUI {__version__} — {DISCLAIMER}")
         self.setAcceptDrops(True)
         self.resize(1400, 860)
@@ -79,6 +83,7 @@ class MainWindow(QMainWindow):
         self.models.loaded.connect(self._model_loaded)
         self.models.failed.connect(lambda m: self.show_error(f"The model could not be loaded: {m}"))
         self.models.notice.connect(self._device_notice)
+        self.models.device_note.connect(self._device_note_changed)
         self.models.devices_known.connect(lambda: self._fill_models(self.models.models))
         if build_now:
             self.build_tabs()
@@ -106,8 +111,9 @@ class MainWindow(QMainWindow):
         )
         self.export_labelled_action = self._action("Export &labelled images…", lambda: self.export_labelled())
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        # A lambda: a bound method would receive triggered's ``checked`` as its folder (the field read "False").
         self.wizard_action = self._action(
-            "&Retraining wizard…", self.open_wizard, "Ctrl+R", "Train a new model on a labelled folder"
+            "&Retraining wizard…", lambda: self.open_wizard(), "Ctrl+R", "Train a new model on a labelled folder"
         )
         self.refresh_action = self._action("Re&fresh model list", self.models.refresh)
         self.cancel_action = self._action("&Cancel running work", lambda: self.runner.cancel(), "Esc")
@@ -130,7 +136,18 @@ class MainWindow(QMainWindow):
         model_menu.addAction(self.wizard_action)
         model_menu.addAction(self.refresh_action)
         model_menu.addAction(self.cancel_action)
+        self.user_guide_action = self._action(
+            "&User guide", lambda: self.show_user_guide(), QKeySequence.StandardKey.HelpContents
+        )
+        self.model_card_action = self._action(
+            "&Model card", lambda: self.show_model_card(), tip="What the active model was trained on and how well"
+        )
+        self.shortcuts_action = self._action("&Keyboard shortcuts", lambda: self.show_shortcuts())
         help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.user_guide_action)
+        help_menu.addAction(self.model_card_action)
+        help_menu.addAction(self.shortcuts_action)
+        help_menu.addSeparator()
         help_menu.addAction(self._action("&About AllGUI", self.about))
 
         toolbar = self.addToolBar("Main")
@@ -151,7 +168,6 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.status_label = QLabel("Ready")
         self.device_label = QLabel("")
-        self.device_label.setStyleSheet("color: #a04000;")
         self.progress_bar = QProgressBar()
         self.progress_bar.setMaximumWidth(260)
         self.progress_bar.setVisible(False)
@@ -258,13 +274,31 @@ class MainWindow(QMainWindow):
         self._fill_models(self.models.models)
         device = loaded.classifier.device_name
         self.show_message(f"Model {loaded.title} ({loaded.id}) ready on {device}")
-        if device == "CPU" and not self.device_label.text():
-            self.device_label.setText("")
 
     def _device_notice(self, text: str) -> None:
-        self.device_label.setText(f"⚠ {text}")
-        self.device_label.setToolTip(text)
+        """A real warning (a GPU that failed, a choice that cannot be saved): marked, and kept in the tooltip."""
+        if text not in self._device_warnings:
+            self._device_warnings.append(text)
+        self._show_device()
         self.show_message(text)
+
+    def _device_note_changed(self, text: str) -> None:
+        """Where the model runs (the CPU on a PC without a GPU): said once, plainly, beside the status."""
+        self._device_note = text
+        self._show_device()
+
+    def _show_device(self) -> None:
+        if self._device_warnings:
+            self.device_label.setText(f"⚠ {self._device_warnings[-1]}")
+            self.device_label.setStyleSheet("color: #a04000;")
+        else:
+            self.device_label.setText(self._device_note)
+            self.device_label.setStyleSheet("")
+        lines = list(self._device_warnings)
+        if self._device_note:
+            title = self.models.current.title if self.models.current else "The model"
+            lines.append(f"{title}: {self._device_note}. (CUDA: the NVIDIA GPU interface that torch uses.)")
+        self.device_label.setToolTip("\n".join(lines))
 
     # ---- opening ------------------------------------------------------------------------------------------------
     def choose_images(self) -> None:
@@ -283,16 +317,19 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_paths([folder])
 
-    def open_paths(self, paths: list[str | Path]) -> None:
+    def open_paths(self, paths: list[str | Path]) -> bool:
+        """Open images or a folder in the Review tab; False when the technician kept the current list."""
         if self.review is None:
             self.build_tabs()
         paths = [Path(p) for p in paths]
+        self.tabs.setCurrentWidget(self.review)
+        if not self.review.open_paths(paths):
+            return False
         if len(paths) == 1 and paths[0].is_dir():
             self.settings.add_recent(paths[0])
             self.settings.last_open_dir = str(paths[0])
             self._fill_recent()
-        self.tabs.setCurrentWidget(self.review)
-        self.review.open_paths(paths)
+        return True
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -387,15 +424,41 @@ class MainWindow(QMainWindow):
         self.wizard.show()
         return self.wizard
 
+    # ---- help ---------------------------------------------------------------------------------------------------
+    def _show_document(self, title: str, markdown: str) -> Any:
+        from allgui.ui.help import DocumentViewer
+
+        viewer = DocumentViewer(title, markdown, self)
+        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        viewer.show()
+        return viewer
+
+    def show_user_guide(self) -> Any:
+        from allgui.ui.help import user_guide_markdown
+
+        return self._show_document("User guide — AllGUI", user_guide_markdown())
+
+    def show_model_card(self) -> Any:
+        from allgui.ui.help import model_card_markdown
+
+        return self._show_document("Model card — AllGUI", model_card_markdown(self.models.current))
+
+    def show_shortcuts(self) -> Any:
+        from allgui.ui.help import shortcut_rows, shortcuts_markdown
+
+        return self._show_document("Keyboard shortcuts — AllGUI", shortcuts_markdown(shortcut_rows(self)))
+
     # ---- status -------------------------------------------------------------------------------------------------
     def show_message(self, text: str) -> None:
+        self._message = text
+        self._progress_slot = None
         self.status_label.setText(text)
 
     def show_error(self, text: str) -> None:
         """A readable error that never blocks the window (work in other tabs carries on)."""
         log.error(text)
         self.errors.append(text)
-        self.status_label.setText(f"Error: {text}")
+        self.show_message(f"Error: {text}")
         if self._closing:
             return
         box = QMessageBox(QMessageBox.Icon.Warning, "AllGUI", text, QMessageBox.StandardButton.Ok, self)
@@ -407,10 +470,15 @@ class MainWindow(QMainWindow):
         self.cancel_button.setVisible(busy)
         if not busy:
             self.progress_bar.reset()
+        # Every task's end passes here: a progress line must not outlive its task ("attention: ..." for ever).
+        if self._progress_slot is not None and not self.runner.is_running(self._progress_slot):
+            self._progress_slot = None
+            self.status_label.setText(self._message)
 
     def _progress(self, slot: str, done: int, total: int, message: str) -> None:
         show_progress(self.progress_bar, done, total)
         if message:
+            self._progress_slot = slot
             self.status_label.setText(message)
 
     def about(self) -> None:
@@ -418,7 +486,8 @@ class MainWindow(QMainWindow):
             self,
             "About AllGUI",
             f"AllGUI {__version__}\n\nReview of peripheral blood smear images for B-ALL subtypes "
-            f"(Benign, Early Pre-B, Pre-B, Pro-B).\n\n{DISCLAIMER}",
+            f"(Benign, Early Pre-B, Pre-B, Pro-B).\n\n{DISCLAIMER}\n\n"
+            "Help → User guide explains the app; Help → Model card describes the active model.",
         )
 
     # ---- shutdown -----------------------------------------------------------------------------------------------

@@ -12,9 +12,13 @@ from allgui.core.models import registry
 from allgui.core.models.store import LoadedModel, ModelInfo, ModelStore
 from allgui.ui.workers import Task, TaskRunner
 
+CPU_NOTE = "Runs on the CPU (no CUDA GPU found): slower, same results"
 
-def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedModel, list[str]]:
-    """Load (and activate) a model, collecting device warnings such as 'CUDA not available' as notices.
+Loaded = tuple[LoadedModel, list[str], str]  # the model, warnings to show, the plain device note ("" for none)
+
+
+def _load(task: Task, store: ModelStore, model_id: str | None) -> Loaded:
+    """Load (and activate) a model, collecting warnings (a failing GPU, ignored state files) and the device note.
 
     No garbage collection while torch, scikit-learn and the model come in: each full collection scans the growing
     heap with the GIL held, whatever thread it runs on, and froze the window for 60-220 ms, five to seven times per
@@ -31,7 +35,7 @@ def _load(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedMo
             gc.enable()
 
 
-def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> tuple[LoadedModel, list[str]]:
+def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> Loaded:
     from allgui.ui.preload import preload_torch_libraries
 
     preload_torch_libraries()  # a no-op once torch is in
@@ -48,9 +52,11 @@ def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> tuple[
     notices = [str(w.message) for w in caught if type(w.message).__name__ in ("DeviceWarning", "StateFileWarning")]
     if store.unsaved_reason:
         notices.append(f"{store.unsaved_reason}: the choice lasts until AllGUI closes.")
+    # No GPU is the normal case on a lab PC, not a fault: a plain note, not a warning.
+    note = ""
     if registry.KINDS.get(loaded.kind, None) and registry.KINDS[loaded.kind].needs_torch and device == "CPU":
-        notices.append(f"{loaded.title}: CUDA is not available, so it runs on the CPU (slower, same results).")
-    return loaded, notices
+        note = CPU_NOTE
+    return loaded, notices, note
 
 
 def _probe_torch_device(task: Task) -> str:
@@ -70,7 +76,8 @@ class ModelController(QObject):
     loading = Signal(str)  # model id
     loaded = Signal(object)  # LoadedModel
     failed = Signal(str)
-    notice = Signal(str)
+    notice = Signal(str)  # a warning the technician must see (a failing GPU, a choice that cannot be saved)
+    device_note = Signal(str)  # where the current model runs, when that is worth a plain word ("" clears it)
     devices_known = Signal()
 
     def __init__(self, runner: TaskRunner, store: ModelStore | None = None, parent: QObject | None = None) -> None:
@@ -109,10 +116,11 @@ class ModelController(QObject):
             "model", _load, self.store, model_id, on_result=self._loaded, on_error=self._failed, background=True
         )
 
-    def _loaded(self, result: tuple[LoadedModel, list[str]]) -> None:
-        loaded, notices = result
+    def _loaded(self, result: Loaded) -> None:
+        loaded, notices, note = result
         self.current = loaded
         self.loaded.emit(loaded)
+        self.device_note.emit(note)
         for line in notices:
             self.notice.emit(line)
 

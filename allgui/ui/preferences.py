@@ -15,8 +15,13 @@ class PreferencesDialog(QDialog):
         self.threshold = QSpinBox()
         self.threshold.setRange(0, 16)
         self.threshold.setValue(settings.duplicate_threshold)
-        self.threshold.setToolTip("Images whose 64-bit perceptual hashes differ in at most this many bits are grouped")
+        self.threshold.setToolTip(
+            "How alike two images must be to count as near-duplicates (look the same): 0 groups only images with the "
+            "same fingerprint, higher values group images that differ a little more.\n\nExperts: the largest "
+            "Hamming distance, in bits, between the 64-bit perceptual hashes (pHash) of two grouped images."
+        )
         self.own_policy = QCheckBox("Use each model's own review policy")
+        self.own_policy.setToolTip("The limits each model was given on validation images (see Help → Model card)")
         self.own_policy.setChecked(settings.review_threshold is None)
         self.review = QDoubleSpinBox()
         self.review.setRange(0.25, 1.0)
@@ -29,7 +34,7 @@ class PreferencesDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form = QFormLayout(self)
-        form.addRow("Duplicate threshold (hash bits):", self.threshold)
+        form.addRow("Near-duplicate tolerance (0-16):", self.threshold)
         form.addRow("", self.own_policy)
         form.addRow("Flag for review below confidence:", self.review)
         form.addRow(buttons)

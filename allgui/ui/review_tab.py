@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QSplitter,
@@ -35,12 +36,13 @@ from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import find_groups
 from allgui.core.hashing import hash_images
 from allgui.core.imageio import ImageReadError, read_rgb
+from allgui.core.label_conflicts import conflicting_groups
 from allgui.core.models.base import Attention, Classifier
 from allgui.core.progress import check
 from allgui.core.review_session import ReviewSession, autosave_path
 from allgui.core.scan import ScanResult, scan_images
 from allgui.core.settings import Settings, user_data_dir
-from allgui.ui.attention_view import AttentionPanel
+from allgui.ui.attention_view import AttentionPanel, block_differences
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.drift_warning import DriftWarning
 from allgui.ui.image_view import ImagePanel
@@ -54,6 +56,12 @@ HASH_DELAY_S = 0.05
 AVERAGE_SAMPLE = 24  # images per class behind the class-average excitation
 PREFETCH_OFFSETS = (1, 2, -1)  # rows whose attention is computed ahead, relative to the selected one
 WARM_SIZE = 64  # pixels of the image whose attention builds the attention plot's items ahead of the first click
+AVERAGES_MESSAGE = "comparing attention with typical images of each class"
+DUPLICATES_TIP = (
+    "Images that look the same (near-duplicates: the same field photographed twice, a re-saved copy) or are the same "
+    "file. Experts: grouped by 64-bit perceptual hash (pHash); near-duplicates differ in at most the number of bits "
+    "set in Preferences (the Hamming distance), identical files have the same SHA-256."
+)
 
 
 # ---- work done in the thread pool (plain core calls) ----------------------------------------------------------------
@@ -128,14 +136,18 @@ def warm_attention_task(task: Task, classifier: Classifier) -> Attention | None:
     return classifier.attention(Image.new("RGB", (WARM_SIZE, WARM_SIZE), (200, 190, 210)))
 
 
-def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, list[Path]]) -> dict:
-    """Mean SE excitation per block over a sample of the loaded images of each predicted class."""
+def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, list[Path]]) -> tuple[dict, dict]:
+    """Per predicted class, over a sample of its loaded images: the mean SE excitation per block, with the number of
+    images, and how far those images usually lie from that mean (per block, the median of their differences).
+
+    The usual distance is what makes one image's distance readable: without it a bar has no scale.
+    """
     averages: dict[int, tuple[list[np.ndarray], int]] = {}
+    typical: dict[int, list[float]] = {}
     total = sum(len(paths) for paths in by_class.values())
     done = 0
     for class_index, paths in by_class.items():
-        sums: list[np.ndarray] | None = None
-        count = 0
+        images: list[list[np.ndarray]] = []
         for path in paths:
             check(task.cancel)
             done += 1
@@ -144,14 +156,15 @@ def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, l
             except ImageReadError:
                 continue
             if attention is None:
-                return {}
-            vectors = [np.asarray(e, dtype=np.float64) for e in attention.excitations]
-            sums = vectors if sums is None else [a + b for a, b in zip(sums, vectors, strict=True)]
-            count += 1
-            task.progress(done, total, "attention: class averages")
-        if sums is not None:
-            averages[class_index] = ([s / count for s in sums], count)
-    return averages
+                return {}, {}
+            images.append([np.asarray(e, dtype=np.float64) for e in attention.excitations])
+            task.progress(done, total, AVERAGES_MESSAGE)
+        if images:
+            means = [np.mean([image[block] for image in images], axis=0) for block in range(len(images[0]))]
+            averages[class_index] = (means, len(images))
+            distances = np.array([block_differences(image, means) for image in images])
+            typical[class_index] = np.median(distances, axis=0).tolist()
+    return averages, typical
 
 
 def has_attention(classifier: Classifier | None) -> bool:
@@ -185,6 +198,7 @@ class ReviewTab(QWidget):
         self.folder: Path | None = None
         self.attention_cache: dict[tuple[str, int], Attention | None] = {}
         self.class_averages: dict[int, tuple[list[np.ndarray], int]] = {}
+        self.class_typical: dict[int, list[float]] = {}  # per class and block, the usual distance from the average
         self.current_row: int | None = None
         self.predicting = False
         # Predictions wait for the duplicate hashing of a newly opened folder: run together, their ~8 threads
@@ -240,7 +254,8 @@ class ReviewTab(QWidget):
         left_layout.addWidget(self.drift_label)
 
         self.image_panel = ImagePanel()
-        self.duplicates_box = QGroupBox("Duplicates of this image")
+        self.duplicates_box = QGroupBox("Near-duplicates of this image (look the same)")
+        self.duplicates_box.setToolTip(DUPLICATES_TIP)
         self.duplicates_layout = QHBoxLayout()
         strip = QWidget()
         strip.setLayout(self.duplicates_layout)
@@ -295,6 +310,7 @@ class ReviewTab(QWidget):
             grid.addWidget(button, 1, index)
             self.class_buttons.append(button)
             shortcut = QShortcut(QKeySequence(str(index + 1)), self)
+            shortcut.setWhatsThis(f"Label the selected image {name} (Review tab)")  # Help → Keyboard shortcuts
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(lambda i=index: self.label_current(i))
         clear = QPushButton("Clear")
@@ -302,6 +318,7 @@ class ReviewTab(QWidget):
         grid.addWidget(clear, 1, 4)
         for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setWhatsThis("Confirm the prediction of the selected image (Review tab)")
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(self.confirm_current)
         self._enable_labels(False)
@@ -312,15 +329,51 @@ class ReviewTab(QWidget):
             button.setEnabled(enabled)
 
     # ---- opening images -----------------------------------------------------------------------------------------
-    def open_paths(self, paths: Sequence[str | Path]) -> None:
+    def open_paths(self, paths: Sequence[str | Path]) -> bool:
+        """Replace the list with ``paths`` (scanned in the background); False when the technician kept the list."""
         paths = [Path(p) for p in paths]
+        if not self.may_replace(paths):
+            self.message.emit("Kept the current list and its labels")
+            return False
         folder = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
+        replaced = self._describe_list()
         self.message.emit(f"Scanning {len(paths)} item(s)…")
         self.runner.start(
-            "scan", scan_task, paths, on_result=lambda r: self._scanned(r, folder), on_error=self.error.emit
+            "scan",
+            scan_task,
+            paths,
+            on_result=lambda r: self._scanned(r, folder, replaced),
+            on_error=self.error.emit,
         )
+        return True
 
-    def _scanned(self, result: ScanResult, folder: Path | None) -> None:
+    def _describe_list(self) -> str:
+        if not len(self.session):
+            return ""
+        where = f" of {self.folder}" if self.folder is not None else ""
+        labelled = len(self.session.labelled())
+        return f"{len(self.session)} image(s){where}" + (f", {labelled} labelled by you" if labelled else "")
+
+    def may_replace(self, paths: Sequence[Path]) -> bool:
+        """Ask before a new list replaces one holding the technician's labels; True without labels to lose."""
+        labelled = len(self.session.labelled())
+        if not labelled:
+            return True
+        if self.folder is not None:
+            kept = f"They are saved for {self.folder} and come back when you open that folder again."
+        else:
+            kept = "They are not saved: choose Cancel, then File → Save review (Ctrl+S) to keep them."
+        new = str(paths[0]) if len(paths) == 1 else f"{len(paths)} items"
+        answer = QMessageBox.question(
+            self,
+            "Replace the image list?",
+            f"The list holds {labelled} image(s) you labelled. Opening {new} replaces it.\n\n{kept}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _scanned(self, result: ScanResult, folder: Path | None, replaced: str = "") -> None:
         self.runner.cancel("hash")
         self.runner.cancel("predict")
         self.runner.cancel("averages")
@@ -329,7 +382,8 @@ class ReviewTab(QWidget):
         self.folder = folder
         self.set_session(session)
         problems = "" if not result.problems else f"; {len(result.problems)} path(s) could not be read"
-        self.message.emit(f"Loaded {len(result.files)} image(s){problems}")
+        replacing = f"; it replaced the list of {replaced}" if replaced else ""
+        self.message.emit(f"Loaded {len(result.files)} image(s){problems}{replacing}")
         if not result.files:
             return
         self._predict_after_hash = True
@@ -366,6 +420,7 @@ class ReviewTab(QWidget):
         self.session = session
         self.attention_cache.clear()
         self.class_averages.clear()
+        self.class_typical.clear()
         self.current_row = None
         self.table_model.set_session(session)
         self._update_count()
@@ -378,9 +433,10 @@ class ReviewTab(QWidget):
         self.session.set_duplicates(records, groups)
         self._restore_autosave()
         self.table_model.rows_changed()
-        self._update_count()
         grouped = sum(len(g.members) for g in groups)
-        self.message.emit(f"Duplicates: {len(groups)} group(s) holding {grouped} image(s)")
+        self.message.emit(f"Near-duplicates (look the same): {len(groups)} group(s) holding {grouped} image(s)")
+        self._check_label_conflicts()  # restored labels, or the new grouping, may disagree
+        self._update_count()
         if self.current_row is not None:
             self._show_duplicates(self.current_row)
         self.duplicates_done.emit()
@@ -403,6 +459,7 @@ class ReviewTab(QWidget):
     def _model_loaded(self, loaded: Any) -> None:
         self.attention_cache.clear()
         self.class_averages.clear()
+        self.class_typical.clear()
         self._warm_attention()
         if len(self.session) and not self._predict_after_hash:  # else they start once the hashing is done
             self.start_predictions()
@@ -487,8 +544,8 @@ class ReviewTab(QWidget):
                     by_class[item.predicted].append(item.path)
             self.runner.start("averages", class_average_task, classifier, by_class, on_result=self._averages_ready)
 
-    def _averages_ready(self, averages: dict) -> None:
-        self.class_averages = averages
+    def _averages_ready(self, result: tuple[dict, dict]) -> None:
+        self.class_averages, self.class_typical = result
         if self.current_row is not None:
             self._show_attention(self.current_row)
 
@@ -595,7 +652,8 @@ class ReviewTab(QWidget):
                 self.class_averages.get(item.predicted, (None, 0)) if item.predicted is not None else (None, 0)
             )
             name = CLASS_NAMES[item.predicted] if item.predicted is not None else ""
-            self.attention_panel.set_attention(attention, average, item.predicted, count, name)
+            typical = self.class_typical.get(item.predicted) if item.predicted is not None else None
+            self.attention_panel.set_attention(attention, average, item.predicted, count, name, typical)
             self.image_panel.set_heatmap(attention.heatmap)
         if item.probabilities is not None:
             self.details_shown.emit(row)
@@ -612,7 +670,11 @@ class ReviewTab(QWidget):
                 self.group_button.setChecked(False)
             return
         group = self.session.items[row].duplicate_group
-        self.duplicates_box.setTitle(f"Duplicate group {group + 1}: {len(others) + 1} images (pHash distance)")
+        title = f"Near-duplicate group {group + 1}: {len(others) + 1} images that look the same"
+        labels = self.table_model.conflicts.get(group)
+        if labels:
+            title += " — ⚠ your labels differ: " + ", ".join(CLASS_NAMES[label] for label in labels)
+        self.duplicates_box.setTitle(title)
         for other, distance in [(row, 0), *others]:
             self.duplicates_layout.addWidget(self._thumbnail(other, distance, other == row))
         self.duplicates_layout.addStretch(1)
@@ -625,9 +687,10 @@ class ReviewTab(QWidget):
             button.setIcon(to_pixmap(np.asarray(read_rgb(item.path)), 112))
         button.setIconSize(QSize(112, 112))
         exact = item.sha256 is not None and item.sha256 == self.session.items[self.current_row or 0].sha256
-        label = "this image" if selected else ("identical file" if exact else f"distance {distance}")
+        label = "this image" if selected else ("identical file" if exact else "near-duplicate (looks the same)")
         button.setText(f"{item.path.name[:34]}\n{label}")
-        button.setToolTip(str(item.path))
+        expert = "" if selected or distance is None else f"\npHash distance {distance} of 64 bits"
+        button.setToolTip(f"{item.path}{expert}")
         button.clicked.connect(lambda _=False, r=row: self.select_row(r))
         return button
 
@@ -635,10 +698,10 @@ class ReviewTab(QWidget):
         item = self.session.items[row]
         self._enable_labels(item.predicted is not None or item.error is None)
         self.confirm_button.setEnabled(item.predicted is not None)
-        if item.label is None:
-            self.label_status.setText("Not reviewed yet.")
-        else:
-            self.label_status.setText(f"Your label: {CLASS_NAMES[item.label]} ({item.status})")
+        text = "Not reviewed yet." if item.label is None else f"Your label: {CLASS_NAMES[item.label]} ({item.status})"
+        if item.duplicate_group in self.table_model.conflicts:
+            text += " — ⚠ images of its near-duplicate group have other labels"
+        self.label_status.setText(text)
 
     # ---- labels -------------------------------------------------------------------------------------------------
     def confirm_current(self) -> None:
@@ -651,8 +714,30 @@ class ReviewTab(QWidget):
         row = self.current_row
         self.session.set_label(row, label)
         self.table_model.rows_changed([row])
+        group = self.session.items[row].duplicate_group
+        before = self.table_model.conflicts.get(group) if group is not None else None
+        self._check_label_conflicts()
         self._show_label(row)
+        if group is not None and self.table_model.conflicts.get(group) != before:
+            self._show_duplicates(row)  # its title says whether the group's labels differ
+        self._update_count()
         self.autosave()
+
+    def _check_label_conflicts(self) -> None:
+        """Mark the duplicate groups whose images got different labels, and say so when one appears or changes."""
+        conflicts = conflicting_groups((item.duplicate_group, item.label) for item in self.session.items)
+        new = {group: labels for group, labels in conflicts.items() if self.table_model.conflicts.get(group) != labels}
+        if conflicts != self.table_model.conflicts:
+            self.table_model.set_conflicts(conflicts)
+        if new:
+            described = "; ".join(
+                f"group {group + 1}: " + ", ".join(CLASS_NAMES[label] for label in labels)
+                for group, labels in new.items()
+            )
+            self.message.emit(
+                f"⚠ Images that look the same got different labels ({described}): check them again "
+                "(Duplicates only, or List only this group)"
+            )
 
     def autosave(self) -> Path | None:
         """Keep the technician's labels beside the results so that nothing is lost between runs."""
@@ -681,8 +766,12 @@ class ReviewTab(QWidget):
         done = sum(item.predicted is not None or item.error is not None for item in self.session.items)
         shown = self.proxy.rowCount()
         groups = len({i.duplicate_group for i in self.session.items if i.duplicate_group is not None})
+        conflicts = len(self.table_model.conflicts)
+        differing = f" · ⚠ {conflicts} with different labels" if conflicts else ""
         self.count_label.setText(
-            f"{shown} of {total} shown · {done} classified · {groups} duplicate group(s)" if total else "No images"
+            f"{shown} of {total} shown · {done} classified · {groups} near-duplicate group(s){differing}"
+            if total
+            else "No images"
         )
         self.drift_label.update_from(
             [{"review_reasons": i.review_reasons} for i in self.session.items if i.predicted is not None]

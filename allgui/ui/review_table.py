@@ -21,11 +21,18 @@ class ReviewTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.session = ReviewSession()
+        # Duplicate groups whose images the technician labelled differently: group -> the labels given.
+        self.conflicts: dict[int, tuple[int, ...]] = {}
 
     def set_session(self, session: ReviewSession) -> None:
         self.beginResetModel()
         self.session = session
+        self.conflicts = {}
         self.endResetModel()
+
+    def set_conflicts(self, conflicts: dict[int, tuple[int, ...]]) -> None:
+        self.conflicts = dict(conflicts)
+        self.rows_changed()
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self.session)
@@ -47,7 +54,10 @@ class ReviewTableModel(QAbstractTableModel):
         item = self.session.items[index.row()]
         column = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(item, column)
+            text = self._text(item, column)
+            if column == "Duplicate" and item.duplicate_group in self.conflicts:
+                text += " ⚠ labels differ"
+            return text
         if role == SORT_ROLE:
             return self._sort_value(item, column)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -55,11 +65,27 @@ class ReviewTableModel(QAbstractTableModel):
                 return "; ".join(item.review_reasons)
             if column in ("Image", "Error"):
                 return item.error or str(item.path)
+            if column == "Duplicate" and item.duplicate_group is not None:
+                return self._duplicate_tip(item.duplicate_group)
         if role == Qt.ItemDataRole.ForegroundRole and column == "Predicted" and item.predicted is not None:
             return QBrush(QColor(CLASS_COLORS[item.predicted]).darker(140))
-        if role == Qt.ItemDataRole.BackgroundRole and item.error:
-            return QBrush(QColor("#fde2e1"))
+        if role == Qt.ItemDataRole.BackgroundRole:
+            if item.error:
+                return QBrush(QColor("#fde2e1"))
+            if column == "Duplicate" and item.duplicate_group in self.conflicts:
+                return QBrush(QColor("#ffe9a8"))
         return None
+
+    def _duplicate_tip(self, group: int) -> str:
+        tip = (
+            f"Near-duplicate group {group + 1}: images that look the same or are the same file "
+            "(experts: perceptual-hash (pHash) distance within the Preferences limit, or equal SHA-256)"
+        )
+        labels = self.conflicts.get(group)
+        if labels:
+            names = ", ".join(CLASS_NAMES[label] for label in labels)
+            tip += f"\n⚠ You gave its images different labels ({names}): images that look the same should get one."
+        return tip
 
     @staticmethod
     def _text(item: ReviewItem, column: str) -> str:
