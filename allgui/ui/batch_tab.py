@@ -28,17 +28,20 @@ from PySide6.QtWidgets import (
 from allgui.core import classify
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.store import LoadedModel, user_data_dir
+from allgui.core.progress import Phase, ProgressModel, ProgressState, clock_text
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
 from allgui.core.statefile import StateFileError, describe_os_error, read_state_bytes
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.drift_warning import DriftWarning
 from allgui.ui.model_controller import ModelController
-from allgui.ui.workers import Task, TaskRunner, show_progress
+from allgui.ui.workers import Task, TaskRunner, show_fraction, show_progress
 
 Index = QModelIndex | QPersistentModelIndex
 MAX_JOURNAL_BYTES = 1 << 30  # a journal of a few hundred thousand rows; anything bigger is not one of ours
 SUMMARY_INTERVAL = 0.5  # seconds between updates of the per-class chart while rows arrive
+# Scanning has no share of the bar: it is quick and its size unknown, so the bar is exactly classified / images.
+BATCH_PHASES = (Phase("scanning", 0.0, "files"), Phase("classifying", 1.0, "images"))
 
 
 def journal_for(folder: Path, loaded: LoadedModel) -> Path:
@@ -66,13 +69,18 @@ def batch_task(task: Task, loaded: LoadedModel, folder: Path, journal: Path | No
     With ``journal``, rows are journalled as they are produced and a journal left by an interrupted run of the
     same folder and model is resumed: its finished images are not classified again.
     """
-    task.progress(0, 0, f"scanning {folder}…")
-    scan = scan_images([folder], cancel=task.cancel)
-    run = {"problems": scan.problems, "progress": task.progress, "cancel": task.cancel, "on_rows": task.extend}
+    tracker = ProgressModel(BATCH_PHASES, task.report)
+    tracker.begin("scanning", message=f"scanning {folder}…")
+    scan = scan_images([folder], tracker.callback("scanning"), task.cancel)
+    # The rate is measured from classify's first report, which counts the rows resumed from the journal as done.
+    progress = tracker.callback("classifying")
+    run = {"problems": scan.problems, "progress": progress, "cancel": task.cancel, "on_rows": task.extend}
     try:
-        return classify.classify_paths(scan.files, loaded, journal=journal, resume=journal is not None, **run)
+        rows = classify.classify_paths(scan.files, loaded, journal=journal, resume=journal is not None, **run)
     except classify.JournalMismatchError:  # a damaged or foreign header: start this folder over
-        return classify.classify_paths(scan.files, loaded, journal=journal, resume=False, **run)
+        rows = classify.classify_paths(scan.files, loaded, journal=journal, resume=False, **run)
+    tracker.finish(f"{len(rows)} rows")
+    return rows
 
 
 def _relative(path: str, root: Path) -> str:
@@ -157,6 +165,10 @@ class BatchTab(QWidget):
         self.cancelled = False
         self.journal: Path | None = None  # the running (or last interrupted) batch's journal
         self.resumed = 0  # finished rows taken over from an interrupted batch
+        self.loaded: LoadedModel | None = None  # the model of the running batch
+        self.run_number = 0  # which start() the running worker belongs to
+        self.stopping = False  # cancelled, the worker still finishing the images in hand
+        self.state: ProgressState | None = None  # the batch's last progress
 
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("Folder of images (searched recursively)")
@@ -224,8 +236,15 @@ class BatchTab(QWidget):
             self.folder_edit.setText(folder)
 
     def start(self, folder: str | Path | None = None) -> bool:
-        folder = Path(folder) if folder is not None else Path(self.folder_edit.text().strip())
-        if not str(folder) or not folder.is_dir():
+        text = str(folder).strip() if folder is not None else self.folder_edit.text().strip()
+        if not text:  # Path("") is ".": an empty field once classified the current directory
+            self.error.emit("Choose a folder first: type its path or use Browse….")
+            return False
+        if self.stopping:
+            self.error.emit("The cancelled batch is still finishing the images in hand; try again in a moment.")
+            return False
+        folder = Path(text)
+        if not folder.is_dir():
             self.error.emit(f"Not a folder: {folder}")
             return False
         loaded = self.models.current
@@ -251,9 +270,14 @@ class BatchTab(QWidget):
         self.resumed = len(recovered)
         self.table_model.append(recovered)
         self.model_id = loaded.id
+        self.loaded = loaded
         self.cancelled = False
+        self.state = None
+        self.run_number += 1
+        number = self.run_number
         self.started_at = time.monotonic()
-        self.progress.setRange(0, 0)
+        self.progress.setFormat("%p%")
+        show_progress(self.progress, 0, 0)
         self.rate_label.setText("scanning…")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -264,11 +288,12 @@ class BatchTab(QWidget):
             folder,
             self.journal,
             on_partial=self._rows,
-            on_progress=self._progress,
+            on_state=self._progress,
             on_result=self._done,
             on_cancelled=self._cancelled,
             on_error=self._failed,
             on_finished=self._finished,
+            on_exit=lambda: self._stopped(number),
         )
         if self.resumed:
             self._update_summary()
@@ -290,14 +315,21 @@ class BatchTab(QWidget):
             self.summary_at = now
             self._update_summary()
 
-    def _progress(self, done: int, total: int, message: str) -> None:
-        if total <= 0:
+    def _progress(self, state: ProgressState) -> None:
+        self.state = state
+        if state.finished:
+            return  # _done shows the end
+        if state.phase == "scanning":
+            show_progress(self.progress, 0, 0)
+            self.rate_label.setText(f"scanning… {state.done} images found" if state.done else "scanning…")
             return
-        show_progress(self.progress, done, total)
-        elapsed = max(1e-6, time.monotonic() - self.started_at)
-        rate = done / elapsed
-        left = (total - done) / rate if rate > 0 else 0
-        self.rate_label.setText(f"{done}/{total} · {rate:.0f} images/s · {int(left) // 60}:{int(left) % 60:02d} left")
+        show_fraction(self.progress, state.fraction, finished=state.done >= state.total > 0)
+        parts = [f"{state.done}/{state.total}"]
+        # Measured on the images classified in this run: resumed rows cost nothing and would flatter it.
+        parts.append(f"{state.rate:.0f} images/s" if state.rate is not None else "measuring the rate…")
+        if state.seconds_left is not None:
+            parts.append(f"{clock_text(state.seconds_left)} left")
+        self.rate_label.setText(" · ".join(parts))
 
     def _update_summary(self) -> None:
         counts = [0] * len(CLASS_NAMES)
@@ -315,9 +347,16 @@ class BatchTab(QWidget):
     def _done(self, rows: list[dict[str, Any]]) -> None:
         self.table_model.set_rows(rows)  # now with duplicate groups and the folders that could not be read
         self._update_summary()
-        elapsed = time.monotonic() - self.started_at
+        elapsed = max(time.monotonic() - self.started_at, 1e-6)
         count = len(self.table_model.rows)
-        self.rate_label.setText(f"{count} images in {elapsed:.1f} s ({count / max(elapsed, 1e-6):.0f} images/s)")
+        show_progress(self.progress, 1, 1)
+        if self.resumed:  # the rate of this run's images only: resumed rows cost nothing
+            self.rate_label.setText(
+                f"{count} images ({self.resumed} resumed) in {elapsed:.1f} s "
+                f"({max(0, count - self.resumed) / elapsed:.0f} images/s)"
+            )
+        else:
+            self.rate_label.setText(f"{count} images in {elapsed:.1f} s ({count / elapsed:.0f} images/s)")
         if self.journal is not None:  # complete: the next run of this folder starts afresh
             with contextlib.suppress(OSError):
                 self.journal.unlink(missing_ok=True)
@@ -327,16 +366,40 @@ class BatchTab(QWidget):
         self.finished.emit(count)
 
     def _cancelled(self) -> None:
+        """Cancel pressed: the worker still finishes (and journals) the images in hand, so the count waits for it."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.stopping = True
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(False)
+        self.rate_label.setText("cancelling: finishing the images in hand…")
+        self.message.emit("Cancelling the batch…")
+
+    def _stopped(self, number: int) -> None:
+        """The worker has returned: after a cancel, count and show the rows it really finished and kept."""
+        if number != self.run_number or not self.cancelled:
+            return
+        self.stopping = False
+        if self.journal is not None and self.loaded is not None:
+            self.table_model.set_rows(journal_rows(self.journal, self.loaded))  # exactly what a rerun resumes
+        kept = len(self.table_model.rows)
         self._update_summary()
-        if not self.cancelled:
-            self.cancelled = True
-            self.rate_label.setText(f"cancelled after {len(self.table_model.rows)} images")
+        total = self.state.total if self.state is not None and self.state.phase == "classifying" else 0
+        if total:
+            show_progress(self.progress, kept, total)
+        of_total = f" of {total}" if total else ""
+        self.rate_label.setText(f"cancelled after {kept}{of_total} images")
+        if self.journal is not None:
             self.message.emit(
-                "Batch cancelled; the rows so far are kept and can be exported, "
-                "and running this folder again with this model resumes it"
+                f"Batch cancelled after {kept}{of_total} images; they are kept and can be exported, and running "
+                "this folder again with this model resumes it"
             )
-            self._device_notice()
-            self.finished.emit(len(self.table_model.rows))
+        else:
+            self.message.emit(f"Batch cancelled after {kept}{of_total} images; they are kept and can be exported")
+        self._device_notice()
+        self.run_button.setEnabled(True)
+        self.finished.emit(kept)
 
     def _failed(self, text: str) -> None:
         self._device_notice()
@@ -351,8 +414,9 @@ class BatchTab(QWidget):
             self.models.notice.emit(notice)
 
     def _finished(self) -> None:
-        self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        if not self.stopping:
+            self.run_button.setEnabled(True)
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QColor, QResizeEvent, QShowEvent
+from PySide6.QtWidgets import QGridLayout, QSizePolicy, QWidget
 
 from allgui.core.classes import CLASS_NAMES
 
@@ -55,19 +58,31 @@ class ClassBarChart(pg.PlotWidget):
             label.setPos(index, self.values[index] + top * 0.01)
 
 
-class GroupedBarChart(pg.PlotWidget):
-    """Bars for several series (e.g. accuracy and macro F1) over categories (e.g. experiments)."""
+class GroupedBarChart(pg.GraphicsLayoutWidget):
+    """Bars for several series (e.g. accuracy and macro F1) over categories (e.g. experiments).
+
+    The legend has a column of its own beside the plot: inside the plot it covered the tallest bars.
+    """
 
     def __init__(self, title: str = "", parent=None) -> None:
         super().__init__(parent=parent)
-        self.getPlotItem().setTitle(title)
-        self.getPlotItem().setMenuEnabled(False)
-        self.legend = self.addLegend(offset=(-10, 10))
+        self.title = self.addLabel(title, row=0, col=0, colspan=2, size="11pt")
+        self.plot = self.addPlot(row=1, col=0)
+        self.legend = pg.LegendItem()
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its entries, at the top
+        self.addItem(self.legend, row=1, col=1)
+        self.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.setMouseEnabled(False, False)
         self.items: list[pg.BarGraphItem] = []
+
+    def set_title(self, text: str) -> None:
+        self.title.setText(text)
 
     def set_data(self, categories: Sequence[str], series: dict[str, Sequence[float]]) -> None:
         for item in self.items:
-            self.removeItem(item)
+            self.plot.removeItem(item)
         self.items.clear()
         self.legend.clear()
         count = max(1, len(series))
@@ -81,11 +96,12 @@ class GroupedBarChart(pg.PlotWidget):
                 brush=QColor(SERIES_COLORS[number % len(SERIES_COLORS)]),
                 name=name,
             )
-            self.addItem(item)  # named items join the legend by themselves
+            self.plot.addItem(item)
+            self.legend.addItem(item, name)
             self.items.append(item)
-        _class_axis(self.getPlotItem(), list(categories))
-        self.setYRange(0, 1.3, padding=0)  # headroom for the legend
-        self.setXRange(-0.6, max(0, len(categories) - 1) + 0.6, padding=0)
+        _class_axis(self.plot, list(categories))
+        self.plot.setYRange(0, 1.05, padding=0)
+        self.plot.setXRange(-0.6, max(0, len(categories) - 1) + 0.6, padding=0)
 
 
 class ConfusionMatrixView(pg.PlotWidget):
@@ -101,6 +117,8 @@ class ConfusionMatrixView(pg.PlotWidget):
         item.setLabel("left", "true")
         item.setLabel("bottom", "predicted")
         self.setMouseEnabled(False, False)
+        item.setAspectLocked(True)  # square cells: the whole matrix shows at any size of the view
+        self.setMinimumSize(MatrixGrid.MIN_SIDE, MatrixGrid.MIN_SIDE)
         self.image = pg.ImageItem()
         self.image.setColorMap(pg.colormap.get("CET-L12"))
         self.addItem(self.image)
@@ -127,6 +145,80 @@ class ConfusionMatrixView(pg.PlotWidget):
             self.addItem(text)
             self.texts.append(text)
         self.setRange(xRange=(0, self.matrix.shape[1]), yRange=(0, self.matrix.shape[0]), padding=0.02)
+
+
+class MatrixGrid(QWidget):
+    """Confusion matrices in as many columns as makes each one largest while all of them fit the visible area.
+
+    Below ``MIN_SIDE`` pixels a side the matrices stop shrinking and the surrounding scroll area scrolls instead.
+    """
+
+    MIN_SIDE = 150
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(4, 4, 4, 4)
+        self.views: list[ConfusionMatrixView] = []
+        self.columns = 0
+        self._watched: QWidget | None = None
+
+    def set_views(self, views: Sequence[ConfusionMatrixView]) -> None:
+        for view in self.views:
+            self.grid.removeWidget(view)
+            view.deleteLater()
+        self.views = list(views)
+        self.columns = 0
+        self._arrange()
+
+    @staticmethod
+    def columns_for(count: int, width: float, height: float) -> int:
+        """The column count that gives ``count`` square cells the largest side in ``width`` x ``height``."""
+        best, best_side = 1, -1.0
+        for columns in range(1, max(1, count) + 1):
+            side = min(width / columns, height / math.ceil(count / columns))
+            if side > best_side + 1e-9:
+                best, best_side = columns, side
+        return best
+
+    def _visible_size(self) -> tuple[int, int]:
+        # Inside a scroll area the parent is its viewport: the area the matrices should fit.
+        area = self.parentWidget() if self.parentWidget() is not None else self
+        return area.width(), area.height()
+
+    def _arrange(self) -> None:
+        if not self.views:
+            self.setMinimumSize(0, 0)
+            return
+        columns = self.columns_for(len(self.views), *self._visible_size())
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for view in self.views:
+            self.grid.removeWidget(view)
+        for number, view in enumerate(self.views):
+            self.grid.addWidget(view, number // columns, number % columns)
+        rows = math.ceil(len(self.views) / columns)
+        margins = 8 + 6 * max(columns, rows)
+        self.setMinimumSize(columns * self.MIN_SIDE + margins, rows * self.MIN_SIDE + margins)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._arrange()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        parent = self.parentWidget()
+        if parent is not None and parent is not self._watched:
+            # A viewport that shrinks below the grid's minimum size does not resize the grid: watch it directly.
+            parent.installEventFilter(self)
+            self._watched = parent
+        self._arrange()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self._watched and event.type() == QEvent.Type.Resize:
+            self._arrange()
+        return False
 
 
 class CurvePlot(pg.PlotWidget):

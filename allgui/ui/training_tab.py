@@ -7,6 +7,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QButtonGroup,
     QComboBox,
     QFileDialog,
@@ -23,7 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QRadioButton,
     QScrollArea,
-    QSplitter,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -33,9 +34,10 @@ from PySide6.QtWidgets import (
 
 from allgui import DISCLAIMER
 from allgui.core.settings import Settings
-from allgui.ui.charts import ConfusionMatrixView, GroupedBarChart
-from allgui.ui.workers import Task, TaskRunner, show_progress
+from allgui.ui.charts import ConfusionMatrixView, GroupedBarChart, MatrixGrid
+from allgui.ui.workers import Task, TaskRunner, reset_progress, show_progress
 
+CHART_TITLE = "Held-out accuracy and F1"
 RESULT_COLUMNS = (
     ("Experiment", None),
     ("Accuracy", "accuracy"),
@@ -47,6 +49,30 @@ RESULT_COLUMNS = (
     ("F1 (macro)", "f1_macro"),
     ("Fit s", None),
     ("Duplicates removed", None),
+)
+_PRECISION = "precision: of the held-out images a model called a class, the share that were that class"
+_RECALL = "recall: of the held-out images of a class, the share the model found"
+_WEIGHTED = "averaged over the classes by their size, as the study reports it"
+_MACRO = "averaged over the four classes equally, so the small Benign class counts as much as the others"
+COLUMN_TIPS = (
+    "The experiment (hover over a name for what it is)",
+    "Accuracy: the share of held-out images classified correctly",
+    f"P (weighted): {_PRECISION}, {_WEIGHTED}",
+    f"R (weighted): {_RECALL}, {_WEIGHTED}",
+    f"F1 (weighted): the harmonic mean of precision and recall, {_WEIGHTED}",
+    f"P (macro): {_PRECISION}, {_MACRO}",
+    f"R (macro): {_RECALL}, {_MACRO}",
+    f"F1 (macro): the harmonic mean of precision and recall, {_MACRO}",
+    "Fit s: seconds this computer took to train the model",
+    "Training images left out as near-duplicates of another training image (cnn-dedup only)",
+)
+METRICS_LEGEND = (
+    "<b>Accuracy</b>: share of held-out images classified correctly. <b>P</b> precision: of the images called a "
+    "class, the share that were it. <b>R</b> recall: of the images of a class, the share found. <b>F1</b>: their "
+    "harmonic mean. <b>weighted</b>: averaged by class size (as the study reports); <b>macro</b>: the four classes "
+    "count equally, so the small Benign class shows. <b>Fit s</b>: seconds to train here. <b>SMOTE</b>: synthetic "
+    "minority over-sampling, new training examples for small classes made between neighbours. <b>PCA</b>: "
+    "principal component analysis, each image reduced to its main directions of variation. All figures in %."
 )
 
 
@@ -88,11 +114,13 @@ class TrainingTab(QWidget):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.experiment_list = QListWidget()
-        self.experiment_list.setMinimumHeight(130)
+        self.experiment_list.setMinimumHeight(60)
+        self.experiment_list.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.split_combo = QComboBox()
         self.split_combo.addItem("Capture blocks (held-out later sessions)", "blocks")
         self.split_combo.addItem("Random (optimistic, as in the study)", "random")
-        self.quick_radio = QRadioButton("Quick (32 images per class, small models)")
+        self.quick_radio = QRadioButton("Quick: smoke test (a few images per class, tiny models)")
+        self.quick_radio.setToolTip("Checks that every experiment runs end to end; its figures mean nothing")
         self.full_radio = QRadioButton("Full")
         self.quick_radio.setChecked(True)
         self.size_group = QButtonGroup(self)
@@ -138,35 +166,55 @@ class TrainingTab(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
         self.table = QTableWidget(0, len(RESULT_COLUMNS))
-        self.table.setHorizontalHeaderLabels([c for c, _ in RESULT_COLUMNS])
+        for column, ((name, _), tip) in enumerate(zip(RESULT_COLUMNS, COLUMN_TIPS, strict=True)):
+            header = QTableWidgetItem(name)
+            header.setToolTip(tip)
+            self.table.setHorizontalHeaderItem(column, header)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        # As large as its contents (every row, every column: at most six experiments); the legend takes the rest.
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        self.table.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self._fit_table()
         self.split_label = QLabel("")
         self.split_label.setWordWrap(True)
-        self.chart = GroupedBarChart("Held-out accuracy and F1")
-        self.matrices = QWidget()
-        self.matrices_layout = QGridLayout(self.matrices)
-        scroll = QScrollArea()
-        scroll.setWidget(self.matrices)
-        scroll.setWidgetResizable(True)
+        self.smoke_label = QLabel("")
+        self.smoke_label.setWordWrap(True)
+        self.smoke_label.setStyleSheet("background: #fff3cd; color: #664d03; padding: 4px; font-weight: bold;")
+        self.smoke_label.hide()
+        self.metrics_legend = QLabel(METRICS_LEGEND)
+        self.metrics_legend.setWordWrap(True)
+        self.metrics_legend.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.metrics_legend.setStyleSheet("color: #444;")
+        self.chart = GroupedBarChart(CHART_TITLE)
+        self.matrices = MatrixGrid()
+        self.matrix_views: list[ConfusionMatrixView] = []
+        self.matrix_scroll = QScrollArea()
+        self.matrix_scroll.setWidget(self.matrices)
+        self.matrix_scroll.setWidgetResizable(True)
         self.views = QTabWidget()
         self.views.addTab(self.chart, "Comparison chart")
-        self.views.addTab(scroll, "Confusion matrices")
+        self.views.addTab(self.matrix_scroll, "Confusion matrices")
         self.views.addTab(self.log_view, "Log")
+        table_row = QHBoxLayout()
+        table_row.addWidget(self.table)
+        table_row.addWidget(self.metrics_legend, 1)
         results = QWidget()
         results_layout = QVBoxLayout(results)
         results_layout.setContentsMargins(0, 0, 0, 0)
+        results_layout.addWidget(self.smoke_label)
         results_layout.addWidget(self.split_label)
-        results_layout.addWidget(self.table)
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(results)
-        splitter.addWidget(self.views)
-        splitter.setSizes([260, 420])
+        results_layout.addLayout(table_row)
+        self.results_panel = results
 
         layout = QVBoxLayout(self)
         layout.addWidget(setup)
         layout.addWidget(self.progress)
-        layout.addWidget(splitter, 1)
+        # A plain layout, not a splitter: a splitter gave the results less than their height and hid table rows.
+        layout.addWidget(self.results_panel)
+        layout.addWidget(self.views, 1)
 
     def load_experiments(self) -> None:
         self.runner.start(
@@ -174,6 +222,9 @@ class TrainingTab(QWidget):
         )
 
     def set_experiments(self, specs: list[Any]) -> None:
+        from allgui.core.experiments import QUICK_IMAGES_PER_CLASS  # imported already by load_specs
+
+        self.quick_radio.setText(f"Quick: smoke test ({QUICK_IMAGES_PER_CLASS} images per class, tiny models)")
         self.experiment_list.clear()
         for spec in specs:
             item = QListWidgetItem(f"{spec.name}: {spec.title}")
@@ -182,6 +233,8 @@ class TrainingTab(QWidget):
             item.setCheckState(Qt.CheckState.Checked)
             item.setToolTip(spec.study_row or "not in the study: measures the colour shortcut")
             self.experiment_list.addItem(item)
+        rows = sum(self.experiment_list.sizeHintForRow(r) for r in range(self.experiment_list.count()))
+        self.experiment_list.setMinimumHeight(rows + 2 * self.experiment_list.frameWidth() + 4)  # every experiment
         self.run_button.setEnabled(True)
 
     def _browse(self) -> None:
@@ -203,8 +256,12 @@ class TrainingTab(QWidget):
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     def start(self, folder: str | Path | None = None) -> bool:
-        folder = Path(folder) if folder is not None else Path(self.folder_edit.text().strip())
-        if not str(folder) or not folder.is_dir():
+        text = str(folder).strip() if folder is not None else self.folder_edit.text().strip()
+        if not text:  # Path("") is ".": an empty field must not train on the current directory
+            self.error.emit("Choose a folder first: a labelled folder with one sub-folder per class.")
+            return False
+        folder = Path(text)
+        if not folder.is_dir():
             self.error.emit(f"Not a folder: {folder}")
             return False
         names = self.selected()
@@ -213,13 +270,13 @@ class TrainingTab(QWidget):
             return False
         self.folder_edit.setText(str(folder))
         self.settings.last_data_dir = str(folder)
-        self.results = None
+        self.clear_results()  # the last run's table and caption would pass for this run's
         self.log_view.clear()
         self.views.setCurrentWidget(self.log_view)
-        self.progress.setRange(0, 0)
+        self.progress.setFormat("%p%")
+        show_progress(self.progress, 0, 0)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.save_button.setEnabled(False)
         split = self.split_combo.currentData()
         quick = self.quick_radio.isChecked()
         self.runner.start(
@@ -256,11 +313,13 @@ class TrainingTab(QWidget):
         self.finished.emit(results)
 
     def _cancelled(self) -> None:
+        reset_progress(self.progress, "cancelled")
         self.log_view.appendPlainText("cancelled")
         self.message.emit("Comparison cancelled")
         self.finished.emit(None)
 
     def _failed(self, text: str) -> None:
+        reset_progress(self.progress, "failed")
         self.log_view.appendPlainText(f"error: {text}")
         self.error.emit(f"The comparison stopped: {text}")
         self.finished.emit(None)
@@ -271,6 +330,26 @@ class TrainingTab(QWidget):
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
 
+    def clear_results(self) -> None:
+        self.results = None
+        self.save_button.setEnabled(False)
+        self.table.setRowCount(0)
+        self._fit_table()
+        self.split_label.setText("")
+        self.smoke_label.hide()
+        self.chart.set_title(CHART_TITLE)
+        self.chart.set_data([], {})
+        self.matrix_views = []
+        self.matrices.set_views([])
+
+    def _fit_table(self) -> None:
+        """Make the table exactly as tall as its rows (at most the six experiments): a squeezed one hid two."""
+        rows = sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        header = self.table.horizontalHeader().sizeHint().height()
+        bar = self.table.horizontalScrollBar()
+        extra = bar.sizeHint().height() if bar.maximum() > 0 else 0
+        self.table.setFixedHeight(header + rows + 2 * self.table.frameWidth() + extra)
+
     def show_results(self, results: dict[str, Any]) -> None:
         self.results = results
         self.save_button.setEnabled(True)
@@ -279,6 +358,11 @@ class TrainingTab(QWidget):
             f"{results['split']['label']}. {results['split']['train_images']} training / "
             f"{results['split']['test_images']} held-out images. {DISCLAIMER}"
         )
+        quick = bool(results.get("quick"))
+        self.smoke_label.setVisible(quick)
+        if quick:
+            self.smoke_label.setText(smoke_note(results))
+        self.chart.set_title(f"{CHART_TITLE}: quick smoke test, the figures mean nothing" if quick else CHART_TITLE)
         self.table.setRowCount(len(rows))
         for r, result in enumerate(rows):
             metrics = result.get("metrics", {})
@@ -294,6 +378,7 @@ class TrainingTab(QWidget):
                 cell = QTableWidgetItem(text)
                 cell.setToolTip(result.get("error") or result.get("title", ""))
                 self.table.setItem(r, c, cell)
+        self._fit_table()
         good = [r for r in rows if "metrics" in r]
         self.chart.set_data(
             [r["name"] for r in good],
@@ -303,17 +388,12 @@ class TrainingTab(QWidget):
                 "F1 macro": [r["metrics"]["f1_macro"] for r in good],
             },
         )
-        while self.matrices_layout.count():
-            widget = self.matrices_layout.takeAt(0).widget()
-            if widget is not None:
-                widget.deleteLater()
-        self.matrix_views: list[ConfusionMatrixView] = []
-        for number, result in enumerate(good):
+        self.matrix_views = []
+        for result in good:
             view = ConfusionMatrixView(result["name"])
-            view.setMinimumSize(300, 260)
             view.set_matrix(result["metrics"]["confusion_matrix"])
-            self.matrices_layout.addWidget(view, number // 3, number % 3)
             self.matrix_views.append(view)
+        self.matrices.set_views(self.matrix_views)
         self.views.setCurrentWidget(self.chart)
 
     def save_results(self, folder: Path | None = None) -> Path | None:
@@ -334,3 +414,16 @@ class TrainingTab(QWidget):
             return None
         self.message.emit(f"Results saved in {folder}")
         return Path(folder)
+
+
+def smoke_note(results: dict[str, Any]) -> str:
+    """What a quick run is: a check that the pipeline runs, on so few images and such small models that its
+    figures say nothing about the methods (an SE-CNN at chance and a colour baseline at 100% are both noise)."""
+    data, split = results.get("data", {}), results.get("split", {})
+    cnn = next((s.get("quick_options", {}) for s in results.get("specs", []) if s.get("kind") == "secnn"), {})
+    sizes = f", SE-CNNs trained {cnn['epochs']} epochs at {cnn['image_size']} px" if cnn.get("epochs") else ""
+    return (
+        f"Quick run: a smoke test of the pipeline, not a comparison. {data.get('images', '?')} images "
+        f"({split.get('test_images', '?')} held out){sizes} and small classical models: the figures below mean "
+        "nothing about the methods. Run Full for a comparison."
+    )

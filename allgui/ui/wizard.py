@@ -41,20 +41,36 @@ from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES, class_index
 from allgui.core.datacheck import DataCheckReport, check_dataset
 from allgui.core.dataset import load_labelled
+from allgui.core.experiments import active_overlap_note, compare_to_active
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
 from allgui.core.models.manifest import model_id_problem
 from allgui.core.models.recipes import SECNN_RECIPE
 from allgui.core.models.store import ModelLoadError, ModelStore
-from allgui.core.progress import check
+from allgui.core.progress import (
+    Cancelled,
+    CancelToken,
+    EpochCost,
+    Phase,
+    ProgressModel,
+    ProgressState,
+    check,
+    clock_text,
+    estimate_text,
+    fit_progress,
+    recorded_epoch_cost,
+    training_phases,
+)
 from allgui.core.settings import Settings, user_data_dir
 from allgui.core.splits import block_split
 from allgui.ui.charts import CurvePlot
 from allgui.ui.model_controller import ModelController
-from allgui.ui.workers import Task, TaskRunner, show_progress
+from allgui.ui.workers import Task, TaskRunner, reset_progress, show_fraction, show_progress
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), acc ([\d.]+), val loss ([\d.]+), val acc ([\d.]+)")
+EPOCH_OF = re.compile(r"epoch (\d+)/(\d+):")
 IMAGE_SIZE_DEFAULTS = {"secnn": SECNN_RECIPE["image_size"], "cnn-hash-svm": 64, "svm": 32, "rf": 32}
+EVALUATE_CHUNK = 32  # held-out images read and scored at a time, so that evaluating shows progress of its own
 
 
 # ---- work done in the thread pool ----------------------------------------------------------------------------------
@@ -72,41 +88,67 @@ def train_task(
     test_fraction: float,
     store: ModelStore,
     active_id: str | None,
+    phases: tuple[Phase, ...] | None = None,
 ) -> dict[str, Any]:
-    """Hold out the last capture block of each class, train on the rest, and score new and active model on it."""
+    """Hold out the last capture block of each class, train on the rest, and score new and active model on it.
+
+    One progress model covers the whole task (``phases``, from :func:`training_phases`): checking the images,
+    reading the training images, training, calibrating, evaluating on the held-out images.
+    """
+    if phases is None:
+        phases = training_phases(kind, 1000, test_fraction, int(options.get("epochs", 1)), 64, None, 2)
+    tracker = ProgressModel(phases, task.report)
+    tracker.begin("checking images", message="hashing and grouping the images…")
     task.log("hashing and grouping the images…")
-    data = load_labelled(root, mapping, threshold, progress=task.progress, cancel=task.cancel)
+    data = load_labelled(root, mapping, threshold, progress=tracker.callback("checking images"), cancel=task.cancel)
     dataset = data.dataset
     train_idx, test_idx = block_split(dataset.labels, dataset.numbers, data.group_ids, test_fraction)
     task.log(f"{len(train_idx)} training images, {len(test_idx)} held out (last capture blocks per class)")
     model = registry.create(kind, **options)
+    tracker.begin("reading images", total=len(train_idx), message="decoding the training images")
+
+    def log(line: str) -> None:
+        task.log(line)
+        epoch = EPOCH_OF.match(line)
+        if (epoch and epoch.group(1) == epoch.group(2)) or line.startswith("early stop"):
+            # After the last epoch the SE-CNN still picks its checkpoint and fits its review thresholds.
+            tracker.note("calibrating", "choosing the best checkpoint and fitting the review thresholds…")
+
     started = time.perf_counter()
     summary = model.fit(
         [dataset.paths[i] for i in train_idx],
         dataset.labels[train_idx],
         groups=data.group_ids[train_idx],
-        progress=task.progress,
+        progress=fit_progress(tracker, len(train_idx), "reading images", "training"),
         cancel=task.cancel,
-        log=task.log,
+        log=log,
     )
     fit_seconds = time.perf_counter() - started
     check(task.cancel)
     task.log("evaluating on the held-out images…")
     test_paths = [dataset.paths[i] for i in test_idx]
-    images = [model.read(path) for path in test_paths]
     truth = dataset.labels[test_idx]
-    new_metrics = evaluate(truth, model.predict_proba(images) if images else np.zeros((0, len(CLASS_NAMES))))
-    active_metrics, active_title = None, None
+    total = len(test_paths) * (2 if active_id else 1)
+    tracker.begin("evaluating", total=total, message="the new model on the held-out images")
+    decoded: dict[Any, list[Any]] = {}  # each model sees files as it was trained to; one decoding per way
+    new_metrics = evaluate(truth, _score(model, test_paths, decoded, tracker, 0, total, task.cancel, "new model"))
+    active_metrics, active_title, active_training = None, None, None
     if active_id:
         try:
+            tracker.note("evaluating", "loading the active model…")
             active = store.load(active_id)
             check(task.cancel)
-            if active.classifier.decode_draft != model.decode_draft:  # each model sees files as it was trained to
-                images = [active.classifier.read(path) for path in test_paths]
-            active_metrics = evaluate(truth, active.classifier.predict_proba(images))
+            probabilities = _score(
+                active.classifier, test_paths, decoded, tracker, len(test_paths), total, task.cancel, "active model"
+            )
+            active_metrics = evaluate(truth, probabilities)
             active_title = f"{active.title} ({active.id})"
+            active_training = active.manifest.get("training")
+        except Cancelled:
+            raise
         except Exception as error:  # noqa: BLE001 - the comparison is informative; training still succeeded
             task.log(f"the active model could not be evaluated: {error}")
+    tracker.finish("trained and evaluated")
     return {
         "classifier": model,
         "summary": summary,
@@ -114,6 +156,7 @@ def train_task(
         "metrics": new_metrics,
         "active_metrics": active_metrics,
         "active_title": active_title,
+        "active_training": active_training,
         "training": {
             "data_root": str(root),
             "mapping": mapping,
@@ -125,6 +168,30 @@ def train_task(
             "counts": dataset.counts(),
         },
     }
+
+
+def _score(
+    classifier: Any,
+    paths: list[Path],
+    decoded: dict[Any, list[Any]],
+    tracker: ProgressModel,
+    start: int,
+    total: int,
+    cancel: CancelToken,
+    who: str,
+) -> np.ndarray:
+    """``classifier``'s probabilities for ``paths``, a chunk at a time so that evaluating reports its progress;
+    images are decoded once per way of reading (``decode_draft``) and kept in ``decoded`` for the next model."""
+    images = decoded.setdefault(classifier.decode_draft, [])
+    parts = []
+    for begin in range(0, len(paths), EVALUATE_CHUNK):
+        check(cancel)
+        end = min(len(paths), begin + EVALUATE_CHUNK)
+        if len(images) < end:
+            images.extend(classifier.read(path) for path in paths[len(images) : end])
+        parts.append(classifier.predict_proba(images[begin:end]))
+        tracker.update("evaluating", start + end, total, f"{who}, {end} of {len(paths)} held-out images")
+    return np.concatenate(parts) if parts else np.zeros((0, len(CLASS_NAMES)))
 
 
 def _plain(value: Any) -> Any:
@@ -179,9 +246,10 @@ class FolderPage(QWizardPage):
     def _refresh(self) -> None:
         self.mapping_table.setRowCount(0)
         self.combos.clear()
-        root = Path(self.folder_edit.text().strip())
-        if not root.is_dir():
-            self.note.setText("Choose a folder.")
+        text = self.folder_edit.text().strip()
+        root = Path(text)
+        if not text or not root.is_dir():  # Path("") is ".": an empty field must not list the current directory
+            self.note.setText("Choose a folder first." if not text else f"Not a folder: {text}")
             self.completeChanged.emit()
             return
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -316,7 +384,51 @@ class ModelPage(QWizardPage):
         form.addRow("Image size (pixels):", self.image_size)
         form.addRow("Device (SE-CNN):", self.device)
         form.addRow("Held-out part (last captures per class):", self.test_fraction)
+        self.estimate = QLabel("")
+        self.estimate.setWordWrap(True)
+        form.addRow("Time:", self.estimate)
+        self.cost: EpochCost | None = None
+        for box in (self.epochs, self.image_size):
+            box.valueChanged.connect(self._update_estimate)
+        self.test_fraction.valueChanged.connect(self._update_estimate)
+        self.device.currentIndexChanged.connect(self._update_estimate)
         self._kind_changed()
+
+    def initializePage(self) -> None:
+        self._recost()
+
+    def images(self) -> int:
+        """Readable images of the checked folder (0 before the data check)."""
+        report = self.owner.check_page.report
+        return sum(report.counts.values()) if report is not None else 0
+
+    def train_images(self) -> int:
+        return self.images() - round(self.images() * self.test_fraction.value())
+
+    def _recost(self) -> None:
+        """The recorded per-image cost of this kind; models trained on this computer (the user's, newest first)
+        say more about it than the shipped ones."""
+        models = sorted(self.owner.models.store.list(), key=lambda m: (m.source == "user", m.created), reverse=True)
+        self.cost = recorded_epoch_cost([m.manifest for m in models], self.kind_combo.currentData())
+        self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        kind = self.kind_combo.currentData()
+        epochs, size, device = self.epochs.value(), self.image_size.value(), self.device.currentText()
+        around = sum(p.weight for p in self.phases(2) if p.name != "training")
+        self.estimate.setText(estimate_text(kind, self.train_images(), epochs, size, self.cost, device, around))
+
+    def phases(self, compared_models: int) -> tuple[Phase, ...]:
+        """The training's phases, weighted by the same estimate (or rough costs without one)."""
+        return training_phases(
+            self.kind_combo.currentData(),
+            max(1, self.images()),
+            self.test_fraction.value(),
+            self.epochs.value(),
+            self.image_size.value(),
+            self.cost,
+            compared_models,
+        )
 
     def _kind_changed(self) -> None:
         kind = self.kind_combo.currentData()
@@ -324,6 +436,7 @@ class ModelPage(QWizardPage):
         self.epochs.setEnabled(kind == "secnn")
         self.device.setEnabled(torch_kind)
         self.image_size.setValue(IMAGE_SIZE_DEFAULTS.get(kind, 64))
+        self._recost()
 
     def options(self) -> dict[str, Any]:
         kind = self.kind_combo.currentData()
@@ -348,10 +461,13 @@ class ModelPage(QWizardPage):
         self.owner.kind = self.kind_combo.currentData()
         self.owner.options = self.options()
         self.owner.test_fraction = self.test_fraction.value()
+        self.owner.phases = self.phases(2 if self.owner.models.store.active_id() else 1)
         return True
 
 
 class TrainPage(QWizardPage):
+    progress_shown = Signal(object)  # each ProgressState the page showed
+
     def __init__(self, wizard: RetrainingWizard) -> None:
         super().__init__()
         self.setTitle("4. Training")
@@ -384,11 +500,12 @@ class TrainPage(QWizardPage):
     def initializePage(self) -> None:
         self.result = None
         self.running = True
-        self.started = time.monotonic()
         self.loss_plot.clear_curves()
         self.accuracy_plot.clear_curves()
         self.log_view.clear()
-        self.progress.setRange(0, 0)
+        self.time_label.setText("")
+        self.progress.setFormat("%p%")
+        show_progress(self.progress, 0, 0)
         self.cancel_button.setEnabled(True)
         owner = self.owner
         store = owner.models.store
@@ -403,8 +520,9 @@ class TrainPage(QWizardPage):
             owner.test_fraction,
             store,
             store.active_id(),
+            owner.phases,
             on_log=self._log,
-            on_progress=self._progress,
+            on_state=self._progress,
             on_result=self._trained,
             on_error=self._failed,
             on_cancelled=self._cancelled,
@@ -422,23 +540,31 @@ class TrainPage(QWizardPage):
             self.accuracy_plot.add_point("training", epoch, acc)
             self.accuracy_plot.add_point("validation", epoch, val_acc)
 
-    def _progress(self, done: int, total: int, message: str) -> None:
-        if total <= 0:
+    def _progress(self, state: ProgressState) -> None:
+        """The bar covers the whole task; the time left is the current phase's, from its measured rate."""
+        if not self.running:
             return
-        show_progress(self.progress, done, total)
-        self.progress.setFormat(message[:80] or "%p%")
-        elapsed = time.monotonic() - self.started
-        if done > 0:
-            left = elapsed * (total - done) / done
-            self.time_label.setText(f"{int(left) // 60}:{int(left) % 60:02d} left")
+        if state.fraction == 0 and state.total == 0 and not state.finished:
+            show_progress(self.progress, 0, 0)  # nothing counted yet: busy
+        else:
+            show_fraction(self.progress, state.fraction, finished=state.finished)
+        head = f"{state.phase} ({state.number} of {state.phases})"
+        self.progress.setFormat(f"%p% · {head}: {state.message}"[:100] if state.message else f"%p% · {head}")
+        if state.seconds_left is not None:
+            self.time_label.setText(f"about {clock_text(state.seconds_left)} left in {state.phase}")
+        elif state.total and state.done < state.total:
+            self.time_label.setText(f"{state.phase}: measuring the rate…")
+        else:  # a step without a count: no honest time left to give
+            self.time_label.setText(f"{state.phase}: no time left known for this step")
+        self.progress_shown.emit(state)
 
     def _trained(self, result: dict[str, Any]) -> None:
         self.running = False
         self.result = result
         self.owner.result = result
         self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        show_progress(self.progress, 1, 1)
+        self.progress.setFormat("%p% · trained and evaluated")
         self.time_label.setText(f"trained in {result['fit_seconds']:.0f} s")
         history = result["summary"].get("history") if isinstance(result["summary"], dict) else None
         if history and not self.loss_plot.curves:
@@ -452,7 +578,7 @@ class TrainPage(QWizardPage):
     def _failed(self, message: str) -> None:
         self.running = False
         self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
+        reset_progress(self.progress, "failed")
         self.log_view.appendPlainText(f"error: {message}")
         self.time_label.setText("failed; the active model is unchanged")
 
@@ -461,7 +587,7 @@ class TrainPage(QWizardPage):
             return
         self.running = False
         self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
+        reset_progress(self.progress, "cancelled")
         self.time_label.setText("cancelled; the active model is unchanged")
         self.log_view.appendPlainText("cancelled by the user; nothing was saved")
 
@@ -493,12 +619,19 @@ class EvaluationPage(QWizardPage):
         self.note.setWordWrap(True)
         self.compared = QLabel("")
         self.compared.setWordWrap(True)
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setStyleSheet("font-weight: bold;")
+        self.overlap = QLabel("")
+        self.overlap.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Save as (model id):", self.name_edit)
         form.addRow("", self.activate_box)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.compared)
+        layout.addWidget(self.verdict)
+        layout.addWidget(self.overlap)
         layout.addLayout(form)
         layout.addWidget(self.note)
 
@@ -529,6 +662,19 @@ class EvaluationPage(QWizardPage):
         self.compared.setText(
             f"Active model: {result['active_title']}" if result.get("active_title") else "No active model to compare."
         )
+        self.verdict.setText(compare_to_active(new, old).text if new else "")
+        if old is not None:
+            training = result.get("training") or {}
+            self.overlap.setText(
+                active_overlap_note(
+                    result.get("active_training"),
+                    "The active model",
+                    training.get("data_root", ""),
+                    training.get("test_fraction", self.owner.test_fraction),
+                )
+            )
+        else:
+            self.overlap.setText("")
         self.name_edit.setText(f"{self.owner.kind}-{datetime.now().strftime('%Y%m%d-%H%M')}")
 
     def isComplete(self) -> bool:
@@ -554,6 +700,7 @@ class RetrainingWizard(QWizard):
         self.kind = "secnn"
         self.options: dict[str, Any] = {}
         self.test_fraction = 0.15
+        self.phases: tuple[Phase, ...] | None = None
         self.result: dict[str, Any] | None = None
         self.saved_id: str | None = None
         self.folder_page = FolderPage(self)
