@@ -41,6 +41,7 @@ from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES, class_index
 from allgui.core.datacheck import DataCheckReport, check_dataset
 from allgui.core.dataset import load_labelled
+from allgui.core.estimates import EpochCost, estimate_text, recorded_epoch_cost, training_phases
 from allgui.core.experiments import active_overlap_note, compare_to_active
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
@@ -50,16 +51,12 @@ from allgui.core.models.store import ModelLoadError, ModelStore
 from allgui.core.progress import (
     Cancelled,
     CancelToken,
-    EpochCost,
     Phase,
     ProgressModel,
     ProgressState,
     check,
     clock_text,
-    estimate_text,
     fit_progress,
-    recorded_epoch_cost,
-    training_phases,
 )
 from allgui.core.settings import Settings, user_data_dir
 from allgui.core.splits import block_split

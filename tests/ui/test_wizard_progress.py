@@ -10,20 +10,17 @@ import numpy as np
 import pytest
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.experiments import active_overlap_note, compare_to_active
-from allgui.core.metrics import evaluate
-from allgui.core.progress import (
+from allgui.core.estimates import (
     EpochCost,
-    Phase,
-    ProgressModel,
-    ProgressState,
     duration_text,
     estimate_text,
     estimate_training,
-    fit_progress,
     recorded_epoch_cost,
     training_phases,
 )
+from allgui.core.experiments import active_overlap_note, compare_to_active
+from allgui.core.metrics import evaluate
+from allgui.core.progress import Phase, ProgressModel, ProgressState, fit_progress
 from allgui.resources import shipped_models_dir
 from allgui.ui.batch_tab import BATCH_PHASES
 
