@@ -225,8 +225,12 @@ def run_self_test(report_path: Path | None = None, shipped_dir: Path | None = No
     report["passed"] = not failures
     report["seconds_total"] = round(time.perf_counter() - started, 3)
     if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        from allgui.core.statefile import StateFileError, describe_os_error, write_text_atomic
+
+        try:
+            write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise StateFileError(report_path, f"cannot be written ({describe_os_error(error)})") from None
     return (0 if report["passed"] else 1), report
 
 
@@ -236,7 +240,19 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="allgui --self-test", description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, help="write the JSON report to this file (default: print it)")
     args = parser.parse_args(list(argv))
-    status, report = run_self_test(args.report)
+    from allgui.cli.terminal import place_problem
+    from allgui.core.statefile import StateFileError
+
+    # Checked first: the self-test takes a while, and its report is the point of running it.
+    problem = place_problem(args.report) if args.report is not None else None
+    if problem:
+        print(f"allgui --self-test: error: cannot write the report {args.report}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        status, report = run_self_test(args.report)
+    except StateFileError as error:
+        print(f"allgui --self-test: error: {error}", file=sys.stderr)
+        return 2
     if args.report is None:
         print(json.dumps(report, indent=2))
     verdict = "passed" if status == 0 else "FAILED"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from allgui.cli.interrupt import interrupt_cancels
-from allgui.cli.terminal import TerminalProgress, require_paths
+from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_paths
 from allgui.core.progress import Cancelled, CancelToken
 
 
@@ -28,8 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from allgui.cli.main import UsageError
     from allgui.core.classify import (
+        Journal,
+        JournalBusyError,
         JournalMismatchError,
         classify_paths,
+        journal_header,
         journal_path_for,
         render,
         unlike_training_warning,
@@ -37,16 +41,36 @@ def run(args: argparse.Namespace) -> int:
     )
     from allgui.core.models.store import ModelLoadError, ModelNotFoundError, ModelStore
     from allgui.core.scan import scan_images
+    from allgui.core.statefile import StateFileError, check_regular, describe_os_error
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out (the journal lives next to the output file)")
     fmt = args.format or ("json" if args.out and args.out.lower().endswith(".json") else "csv")
-    paths = require_paths(args.paths)
+    paths = require_paths(args.paths, rows_for_links=True)
+    if args.out is not None and long_part_problem(args.out):
+        raise UsageError(f"--out {args.out}: cannot be written: {long_part_problem(args.out)}")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+    scan = scan_images(paths)
+    out = Path(args.out) if args.out is not None else None
+    journal = journal_path_for(out) if out is not None else None
+    if out is not None and journal is not None:
+        # Before any work: an output must never be an input, and the journal must be a plain file of our own.
+        named = [*paths, *scan.files, *(path for path, _ in scan.problems)]
+        check_outputs("--out", [out, journal], named)
+        try:
+            check_regular(journal, follow_inside=False)  # never follow a link there, never open a pipe or device
+        except StateFileError as error:
+            raise UsageError(f"the journal {journal} {error.reason}") from None
+        if args.resume and not os.path.lexists(journal) and os.path.lexists(out):
+            raise UsageError(
+                f"{out} is a finished run: nothing to resume; its journal was removed when the export was written. "
+                f"Run without --resume to classify again (that replaces {out})"
+            )
 
     try:
         loaded = ModelStore().load(args.model)
@@ -56,43 +80,63 @@ def run(args: argparse.Namespace) -> int:
         log(f"allgui classify: cannot use the model: {error}")
         return 1
     if hasattr(loaded.classifier, "set_device"):
-        loaded.classifier.set_device(args.device, log)
+        # No log callback: a CPU fallback is a DeviceWarning, which main() prints as one "allgui: warning:" line.
+        loaded.classifier.set_device(args.device)
     log(f"model {loaded.id} ({loaded.title}) on {loaded.classifier.device_name}")
-    scan = scan_images(paths)
-    out = Path(args.out) if args.out else None
-    journal = journal_path_for(out) if out else None
-    token = CancelToken()
-    with interrupt_cancels(token, "stopping; finished rows are kept for --resume"):
-        try:
-            rows = classify_paths(
-                scan.files,
-                loaded,
-                batch_size=args.batch_size,
-                journal=journal,
-                resume=args.resume,
-                problems=scan.problems,
-                progress=TerminalProgress("classifying"),
-                cancel=token,
-                log=log,
-            )
-        except JournalMismatchError as error:
-            raise UsageError(str(error)) from None
-        except Cancelled:
-            log(f"stopped; rerun with --resume to finish ({journal})" if journal else "stopped")
-            return 130
-    if out is not None:
-        write_rows(rows, out, fmt)
-        assert journal is not None
-        journal.unlink(missing_ok=True)  # the export now holds every row
-    else:
-        sys.stdout.write(render(rows, fmt))
-    errors = sum(1 for r in rows if r.get("error"))
-    review = sum(1 for r in rows if r.get("needs_review"))
+    book = Journal(journal, journal_header(loaded)) if journal is not None else None
+    try:
+        if book is not None:
+            try:
+                book.open(args.resume)  # locked until the export is written and the journal removed
+            except JournalBusyError:
+                raise UsageError(
+                    f"another allgui run is writing {out} (its journal {journal} is locked); wait for it to finish "
+                    "or choose another --out"
+                ) from None
+            except JournalMismatchError as error:
+                raise UsageError(str(error)) from None
+        token = CancelToken()
+        with interrupt_cancels(token, "stopping; finished rows are kept for --resume"):
+            try:
+                rows = classify_paths(
+                    scan.files,
+                    loaded,
+                    batch_size=args.batch_size,
+                    journal=book,
+                    resume=args.resume,
+                    problems=scan.problems,
+                    progress=TerminalProgress("classifying"),
+                    cancel=token,
+                    log=log,
+                )
+            except Cancelled:
+                log(f"stopped; rerun with --resume to finish ({journal})" if journal else "stopped")
+                return 130
+        # Everything that reads the rows runs before the export, so nothing fails after it.
+        errors = sum(1 for r in rows if r.get("error"))
+        review = sum(1 for r in rows if r.get("needs_review"))
+        warning = unlike_training_warning(rows)
+        if out is None:
+            sys.stdout.write(render(rows, fmt))
+        else:
+            try:
+                write_rows(rows, out, fmt)
+            except OSError as error:
+                raise UsageError(
+                    f"cannot write {out}: {describe_os_error(error)}; every row is kept in {journal}: make room "
+                    "or fix the folder, then rerun with --resume"
+                ) from None
+            assert book is not None
+            problem = book.remove()  # only now: the export holds every row
+            if problem:
+                log(f"allgui classify: warning: could not remove the journal {journal} ({problem}); delete it")
+    finally:
+        if book is not None:
+            book.close()
     log(
         f"{len(rows)} rows: {len(rows) - errors} classified ({review} need review), {errors} errors"
         + (f"; written to {out}" if out else "")
     )
-    warning = unlike_training_warning(rows)
     if warning:
         log(f"warning: {warning}")
     return 0

@@ -6,8 +6,9 @@ import argparse
 import csv
 import io
 import sys
+from pathlib import Path
 
-from allgui.cli.terminal import TerminalProgress, require_paths, write_text_atomic
+from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_paths
 from allgui.core.duplicates import DEFAULT_THRESHOLD, find_groups
 from allgui.core.hashing import HASH_METHODS, hash_images
 from allgui.core.scan import scan_images
@@ -31,21 +32,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from allgui.cli.main import UsageError
+    from allgui.core.classify import csv_cell, needs_quotes
+    from allgui.core.statefile import describe_os_error, write_text_atomic
 
     if not 0 <= args.threshold <= 63:
         raise UsageError("--threshold must be between 0 and 63")
-    scan = scan_images(require_paths(args.paths))
+    paths = require_paths(args.paths, rows_for_links=True)
+    if args.out is not None and long_part_problem(args.out):
+        raise UsageError(f"--out {args.out}: cannot be written: {long_part_problem(args.out)}")
+    scan = scan_images(paths)
+    if args.out is not None:  # before hashing: the CSV must never replace an input
+        check_outputs("--out", [Path(args.out)], [*paths, *scan.files, *(path for path, _ in scan.problems)])
     records = hash_images(scan.files, args.hash, progress=TerminalProgress("hashing"))
     groups = find_groups(records, args.threshold)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     for number, group in enumerate(groups, start=1):
         for index, distance, kind in zip(group.members, group.distances, group.kinds, strict=True):
             record = records[index]
-            writer.writerow([number, record.path, record.sha256, record.hash_hex, distance, kind])
+            # A file name starting with "=" must reach a spreadsheet as text, not as a formula.
+            cells = [number, csv_cell(str(record.path)), record.sha256, record.hash_hex, distance, kind]
+            (quoted if needs_quotes(cells) else writer).writerow(cells)
     if args.out:
-        write_text_atomic(args.out, buffer.getvalue())
+        try:
+            write_text_atomic(args.out, buffer.getvalue())
+        except OSError as error:
+            raise UsageError(f"cannot write {args.out}: {describe_os_error(error)}") from None
     else:
         sys.stdout.write(buffer.getvalue())
     for path, reason in scan.problems:

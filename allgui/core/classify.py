@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
+import math
 import os
 import queue
+import re
+import stat
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,14 @@ from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
 from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
+from allgui.core.statefile import (
+    StateFileError,
+    StateFileWarning,
+    check_regular,
+    describe_os_error,
+    parse_json,
+    write_text_atomic,
+)
 
 COLUMNS: tuple[str, ...] = (
     "path",
@@ -73,9 +86,28 @@ class JournalMismatchError(ValueError):
     """``--resume`` with a journal written for another model."""
 
 
+class JournalBusyError(StateFileError):
+    """Another run holds the journal's lock: it is writing the same output."""
+
+
+# Longest file name (bytes) of common file systems (ext4, NTFS, APFS).
+NAME_MAX = 255
+# A journal takes about 600 bytes a row, so this is millions of images; a resume reads it all into memory.
+MAX_JOURNAL_BYTES = 2 << 30
+
+
 def model_digest(loaded: LoadedModel) -> str:
     files = json.dumps(loaded.manifest.get("files", {}), sort_keys=True)
     return hashlib.sha256(f"{loaded.id}\n{files}".encode()).hexdigest()
+
+
+def journal_header(loaded: LoadedModel) -> dict[str, Any]:
+    return {
+        "format": JOURNAL_FORMAT,
+        "version": JOURNAL_VERSION,
+        "model_id": loaded.id,
+        "model_digest": model_digest(loaded),
+    }
 
 
 def path_key(path: str | Path) -> str:
@@ -83,85 +115,248 @@ def path_key(path: str | Path) -> str:
 
 
 def journal_path_for(out: Path) -> Path:
-    return out.with_name(f"{out.name}.journal.jsonl")
+    """``<out>.journal.jsonl`` beside ``out``; for a name too long to take the suffix, a short name derived from it
+    (so that ``--resume`` finds it again)."""
+    out = Path(out)
+    name = f"{out.name}.journal.jsonl"
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return out.with_name(name)
+    return out.with_name(f".allgui-journal-{hashlib.sha256(os.fsencode(out.name)).hexdigest()[:16]}.jsonl")
 
 
-def read_journal(data: bytes, digest: str) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None, int]:
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEX_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def _probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def journal_row_problem(record: Any, model_id: Any) -> str | None:
+    """Why a journal line is not a row that :func:`classify_paths` writes for ``model_id``; None when it is one.
+
+    Everything the export, the duplicate groups and the summary read is checked, so a hand-edited or foreign line
+    is classified again instead of failing the run or being exported as a blank row."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if not isinstance(record.get("path"), str) or not record["path"]:
+        return "has no path"
+    if record.get("model_id") != model_id:
+        return f"is for model {record.get('model_id')!r}, not {model_id!r}"
+    error = record.get("error")
+    if error:  # an unreadable file: its path and reason only
+        if not isinstance(error, str):
+            return "has an error that is not text"
+        return "has both an error and probabilities" if "probabilities" in record else None
+    if error is not None and error != "":
+        return "has an error that is not text"
+    if record.get("predicted") not in CLASS_NAMES:
+        return "has no known predicted class"
+    probabilities = record.get("probabilities")
+    if not (isinstance(probabilities, list) and len(probabilities) == len(CLASS_NAMES)):
+        return f"does not have {len(CLASS_NAMES)} probabilities"
+    if not all(_probability(p) for p in probabilities) or not _probability(record.get("confidence")):
+        return "has a probability or confidence that is not a number from 0 to 1"
+    if not isinstance(record.get("needs_review"), bool):
+        return "has a needs_review that is not true or false"
+    reasons = record.get("review_reasons")
+    if not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
+        return "has review reasons that are not a list of text"
+    if not (isinstance(record.get("image_sha256"), str) and _HEX_SHA256.fullmatch(record["image_sha256"])):
+        return "has no SHA-256"
+    if not (isinstance(record.get("phash"), str) and _HEX_HASH.fullmatch(record["phash"])):
+        return "has no perceptual hash"
+    return None
+
+
+def read_journal(
+    data: bytes, digest: str, source: str | Path = "the journal"
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None, int]:
     """A journal's header line (None if damaged), its finished rows by path key (first row per file; None when the
     header is not this version's for the model with ``digest``) and the byte length of its complete lines.
 
-    Lines count up to the first damaged one, a kill's cut-off line; the part after the last newline is never complete.
+    Lines count up to the first damaged or wrong-shaped one (a kill's cut-off line, a hand edit): the rows from
+    there on are classified again, with one :class:`StateFileWarning` naming ``source`` and the line. The part
+    after the last newline is never complete. A first line that is no JSON object is a foreign header (``{}``).
     """
     header: dict[str, Any] | None = None
     rows: dict[str, dict[str, Any]] = {}
     complete = 0
     for number, raw in enumerate(data.split(b"\n")[:-1]):
         try:
-            record = json.loads(raw)
-        except ValueError:
-            break
+            record = parse_json(raw, source)
+            problem = None
+        except StateFileError:
+            record, problem = None, "is damaged (not a complete JSON line)"
         if number == 0:
+            if problem is not None:
+                break
+            if not isinstance(record, dict):
+                return {}, None, complete
             header = record
             if not journal_header_matches(record, digest):
                 return header, None, complete
         else:
+            problem = problem or journal_row_problem(record, header.get("model_id") if header else None)
+            if problem is not None:
+                warnings.warn(
+                    StateFileWarning(
+                        f"{source}: line {number + 1} {problem}; reading stopped there, and the images from there "
+                        "on are classified again"
+                    ),
+                    stacklevel=2,
+                )
+                break
             rows.setdefault(path_key(record["path"]), record)
         complete += len(raw) + 1
     return header, rows, complete
 
 
+def _lock(descriptor: int, path: Path) -> None:
+    """An exclusive advisory lock for as long as the descriptor is open; :class:`JournalBusyError` if held."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a lock on the first byte, released when the file is closed
+        import msvcrt
+
+        try:
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise JournalBusyError(path, "is locked: another allgui run is writing the same output") from None
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalBusyError(path, "is locked: another allgui run is writing the same output") from None
+    except OSError as error:  # a file system without locks (some network shares): go on unlocked
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+
+
 class Journal:
-    """Append-only JSON lines: a header line, then one line per finished image."""
+    """Append-only JSON lines: a header line, then one line per finished image.
+
+    The file is opened without following links, must be a regular file and is locked while open, so a second run
+    writing the same output is refused instead of mixing its rows into this one's.
+    """
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
         self.header = header
         self.rows: dict[str, dict[str, Any]] = {}
-        self._handle: io.TextIOWrapper | None = None
+        self._descriptor: int | None = None
 
     def open(self, resume: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.path.exists():
-            self._recover()
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            return
-        self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        self._write([self.header])
+        """Open and lock the journal; ``resume`` keeps its finished rows, otherwise it starts empty."""
+        check_regular(self.path, follow_inside=False)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StateFileError(self.path.parent, f"cannot be created ({describe_os_error(error)})") from None
+        self._descriptor = self._open_locked()
+        try:
+            if resume and os.fstat(self._descriptor).st_size > 0:
+                self._recover()
+            else:  # truncated only now that the lock is ours: another run's journal is never emptied
+                os.ftruncate(self._descriptor, 0)
+                self._write([self.header])
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(5):
+            try:
+                descriptor = os.open(self.path, flags, 0o644)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise StateFileError(
+                        self.path, "is a symbolic link; refused so that nothing it points to is touched"
+                    ) from None
+                raise StateFileError(self.path, f"cannot be opened ({describe_os_error(error)})") from None
+            try:
+                if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                    raise StateFileError(self.path, "is not a regular file (a pipe, device or socket); refused")
+                _lock(descriptor, self.path)
+                # A run that just finished removes its journal: make sure the locked file is still the one named.
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samestat(os.fstat(descriptor), os.lstat(self.path)):
+                        return descriptor
+            except BaseException:
+                os.close(descriptor)
+                raise
+            os.close(descriptor)
+        raise JournalBusyError(self.path, "keeps being replaced: another allgui run is writing the same output")
 
     def _recover(self) -> None:
         """Read finished rows; a line cut short by a kill is dropped and cut off the file before appending."""
-        data = self.path.read_bytes()
-        header, rows, good_end = read_journal(data, self.header["model_digest"])
+        descriptor = self._descriptor
+        assert descriptor is not None
+        size = os.fstat(descriptor).st_size
+        if size > MAX_JOURNAL_BYTES:
+            raise StateFileError(self.path, f"is larger than {MAX_JOURNAL_BYTES:,} bytes, more than a journal holds")
+        chunks, left = [], size
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        while left > 0:
+            chunk = os.read(descriptor, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        header, rows, good_end = read_journal(data, self.header["model_digest"], self.path)
         if header is not None and rows is None:
+            if header.get("format") != JOURNAL_FORMAT:
+                raise JournalMismatchError(
+                    f"{self.path} is not a journal of allgui classify; run without --resume to start over"
+                )
             raise JournalMismatchError(
                 f"{self.path} was written for model {header.get('model_id')!r} by journal version "
                 f"{header.get('version')!r} (this run: {self.header['model_id']!r}, version "
                 f"{JOURNAL_VERSION}); run without --resume to start over"
             )
         self.rows = rows or {}
+        os.ftruncate(descriptor, good_end)
+        os.lseek(descriptor, 0, os.SEEK_END)
         if good_end == 0:  # killed before the header was complete
-            self.path.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
-            return
-        if good_end < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good_end)
+            self._write([self.header])
 
     def _write(self, records: Sequence[dict[str, Any]]) -> None:
-        assert self._handle is not None
+        assert self._descriptor is not None
         # ASCII-escaped JSON: a file name that is not valid UTF-8 (a lone surrogate) must not abort the batch.
-        self._handle.write("".join(json.dumps(r) + "\n" for r in records))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode("ascii"))
+        try:
+            while data:
+                data = data[os.write(self._descriptor, data) :]
+            os.fsync(self._descriptor)
+        except OSError as error:
+            # A part-written line is dropped by the next resume like a kill's cut-off line.
+            raise StateFileError(
+                self.path, f"cannot be written ({describe_os_error(error)}); the rows finished before are kept in it"
+            ) from None
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self._write(rows)
         for row in rows:
             self.rows.setdefault(path_key(row["path"]), row)
 
+    def remove(self) -> str | None:
+        """Delete the journal (its rows are exported) while still holding the lock; the reason if that fails."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as error:
+            return describe_os_error(error)
+        finally:
+            self.close()
+        return None
+
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 @dataclass
@@ -180,15 +375,22 @@ def batch_hash(image: Image.Image) -> int:
     return perceptual_hash(image)
 
 
-def _decode(path: Path, fast: Any = None, draft: tuple[int, int] | None = None) -> _Decoded:
+def _decode(
+    path: Path,
+    fast: Any = None,
+    draft: tuple[int, int] | None = None,
+    reduce: Callable[[Image.Image], Image.Image] | None = None,
+) -> _Decoded:
     """Read, hash and (on the fast path) prepare one file for the model, in a decoding thread.
 
-    ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images.
+    ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images. ``reduce``
+    is the model's :meth:`Classifier.reduce`: a batch waiting for the model keeps that, not full-size images.
     """
     try:
         image, sha256 = read_rgb_and_sha256(path, draft=draft)
         if fast is None:
-            return _Decoded(path, image, sha256, batch_hash(image), None)
+            hashed = batch_hash(image)  # of the full image, as before reducing
+            return _Decoded(path, image if reduce is None else reduce(image), sha256, hashed, None)
         resized = fast.resized(image)
         hashed = batch_hash(resized if resized.size == (HASH_SIZE, HASH_SIZE) else image)
         return _Decoded(path, fast.prepare(resized), sha256, hashed, None)
@@ -249,6 +451,7 @@ def _decoder(
     stop: threading.Event,
     fast: Any = None,
     draft: tuple[int, int] | None = None,
+    reduce: Callable[[Image.Image], Image.Image] | None = None,
 ) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
@@ -256,7 +459,8 @@ def _decoder(
             for start in range(0, len(paths), batch_size):
                 if stop.is_set():
                     return
-                batch = list(pool.map(lambda path: _decode(path, fast, draft), paths[start : start + batch_size]))
+                chunk = paths[start : start + batch_size]
+                batch = list(pool.map(lambda path: _decode(path, fast, draft, reduce), chunk))
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -273,7 +477,7 @@ def classify_paths(
     loaded: LoadedModel,
     *,
     batch_size: int = 32,
-    journal: Path | None = None,
+    journal: Path | Journal | None = None,
     resume: bool = False,
     problems: Sequence[tuple[Path, str]] = (),
     progress: ProgressCallback | None = None,
@@ -283,7 +487,8 @@ def classify_paths(
 ) -> list[dict[str, Any]]:
     """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
 
-    With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it.
+    With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it. A
+    :class:`Journal` the caller opened stays open (and locked) afterwards, e.g. until the export is written.
     Raises :class:`Cancelled` when ``cancel`` is set (the journal keeps everything finished so far).
     """
     log = log or (lambda _: None)
@@ -291,16 +496,15 @@ def classify_paths(
     for path in paths:
         unique.setdefault(path_key(path), Path(path))
     keys = list(unique)
-    header = {
-        "format": JOURNAL_FORMAT,
-        "version": JOURNAL_VERSION,
-        "model_id": loaded.id,
-        "model_digest": model_digest(loaded),
-    }
-    book = Journal(journal, header) if journal is not None else None
+    header = journal_header(loaded)
+    owned = not isinstance(journal, Journal)
+    book = Journal(journal, header) if owned and journal is not None else journal
     done: dict[str, dict[str, Any]] = {}
     if book is not None:
-        book.open(resume)
+        if owned:
+            book.open(resume)
+        elif book.header != header:
+            raise ValueError(f"{book.path} was opened for another model")
         done = dict(book.rows)
         if resume:
             log(f"resuming: {sum(k in done for k in keys)} already done, {sum(k not in done for k in keys)} to go")
@@ -310,9 +514,10 @@ def classify_paths(
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     fast = _fast_path(loaded)
+    reduce = loaded.classifier.reduce if fast is None else None
     worker = threading.Thread(
         target=_decoder,
-        args=(todo, max(1, batch_size), batches, stop, fast, loaded.classifier.decode_draft),
+        args=(todo, max(1, batch_size), batches, stop, fast, loaded.classifier.decode_draft, reduce),
         name="classify-decode",
     )
     worker.start()
@@ -343,7 +548,7 @@ def classify_paths(
             with contextlib.suppress(queue.Empty):
                 batches.get(timeout=0.05)
         worker.join()
-        if book is not None:
+        if book is not None and owned:
             book.close()
     rows = [done[k] for k in keys]
     rows += [_error_row(path, reason, loaded.id) for path, reason in problems]
@@ -402,9 +607,31 @@ def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
     return out
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection"); OWASP's remedy is a "'"
+# before it. A run of quotes before one gets one more quote too, so that csv_value gives every text back exactly.
+_FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell that a spreadsheet shows as text, never runs (file names may start with "=")."""
+    return "'" + value if isinstance(value, str) and _FORMULA_START.match(value) else value
+
+
+def csv_value(cell: str) -> str:
+    """The text :func:`csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") and _FORMULA_START.match(cell, 1) else cell
+
+
+def needs_quotes(cells: Iterable[Any]) -> bool:
+    """Whether a row must be written with every cell quoted: the csv module quotes only the line terminator's
+    characters, so a carriage return in a file name would otherwise end the row for most readers."""
+    return any(isinstance(cell, str) and "\r" in cell for cell in cells)
+
+
 def render(rows: Sequence[dict[str, Any]], fmt: str = "csv") -> str:
     """The export text. Both formats carry the disclaimer: CSV as a first '#' line before the header (read it with
-    :func:`parse_rows`, or e.g. pandas' ``comment="#"``), JSON as a field beside the rows."""
+    :func:`parse_rows`, or e.g. pandas' ``comment="#"``), JSON as a field beside the rows. CSV text cells go through
+    :func:`csv_cell`; JSON keeps every value as it is."""
     if fmt == "json":
         document = {"disclaimer": DISCLAIMER, "rows": [flat_row(r, for_csv=False) for r in rows]}
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
@@ -413,39 +640,43 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "csv") -> str:
     buffer = io.StringIO()
     buffer.write(f"# {DISCLAIMER}\n")
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    quoted = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
-    writer.writerows(flat_row(r) for r in rows)
+    for row in rows:
+        cells = {k: csv_cell(v) for k, v in flat_row(row).items()}
+        (quoted if needs_quotes(cells.values()) else writer).writerow(cells)
     return buffer.getvalue()
 
 
 def parse_rows(text: str) -> list[dict[str, Any]]:
-    """The rows of an export written by :func:`render`, from either format (CSV values stay strings)."""
+    """The rows of an export written by :func:`render`, from either format (CSV values stay strings, with the
+    formula guard of :func:`csv_cell` taken off)."""
     if text.lstrip().startswith("{"):
         return list(json.loads(text)["rows"])
     if text.startswith("#"):
         text = text.split("\n", 1)[1] if "\n" in text else ""
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return [{k: csv_value(v) if isinstance(v, str) else v for k, v in row.items()} for row in reader]
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> None:
-    """Write the export atomically: a temporary file, synced, then renamed over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write the export atomically (a temporary file with a short name, synced, then renamed over ``path``)."""
+    text = render(rows, fmt)
     # A file name that is not valid UTF-8 is written back as its bytes (CSV) or as a JSON \\u escape (JSON).
-    errors = "surrogateescape" if fmt == "csv" else "backslashreplace"
-    with open(temporary, "w", encoding="utf-8", errors=errors, newline="") as handle:
-        handle.write(render(rows, fmt))
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    write_text_atomic(path, text, errors="surrogateescape" if fmt == "csv" else "backslashreplace")
 
 
 __all__ = [
     "COLUMNS",
     "Cancelled",
+    "Journal",
+    "JournalBusyError",
     "JournalMismatchError",
     "classify_paths",
+    "csv_cell",
+    "csv_value",
+    "needs_quotes",
+    "journal_header",
     "journal_path_for",
     "parse_rows",
     "render",
