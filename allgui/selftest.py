@@ -110,6 +110,21 @@ def _step(entry: dict[str, Any], name: str, action: Callable[[], Any]) -> Any:
         entry.setdefault("seconds", {})[name] = round(time.perf_counter() - started, 3)
 
 
+# Qt's offscreen platform says this for every window it shows; it is about the platform, not about AllGUI.
+OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints()"
+
+
+def quiet_offscreen_messages() -> None:
+    """Drop the offscreen platform's own notice; every other Qt message still reaches stderr."""
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(mode: Any, context: Any, message: str) -> None:
+        if message != OFFSCREEN_NOISE and sys.stderr is not None:
+            sys.stderr.write(f"{message}\n")
+
+    qInstallMessageHandler(handler)
+
+
 def _check_window(store: Any, settings_dir: Path, screenshot: Path | None) -> dict[str, Any]:
     """Open the real main window offscreen with its tabs, and wait until it has loaded its model in the background
     (the same worker threads a technician's session uses); then close it, which stops every worker."""
@@ -121,6 +136,7 @@ def _check_window(store: Any, settings_dir: Path, screenshot: Path | None) -> di
 
         from allgui.ui.main_window import MainWindow
 
+        quiet_offscreen_messages()
         app = QApplication.instance() or QApplication([sys.argv[0]])
         window = MainWindow(store=store, settings_dir=settings_dir, build_now=False)
         window.show()

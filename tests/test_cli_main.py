@@ -27,9 +27,9 @@ def test_no_arguments_and_paths_open_the_app(tmp_path: Path, gui_calls: list[lis
 def test_subcommands_and_usage_errors_stay_headless(
     tmp_path: Path, gui_calls: list[list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["dedupe", str(tmp_path)]) == 0
-    with pytest.raises(SystemExit) as caught:
-        cli.main(["no-such-command"])
-    assert caught.value.code == 2
+    # An empty folder is a usage error now (issue 17: an empty run looked like success), and still headless.
+    assert cli.main(["dedupe", str(tmp_path)]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert cli.main(["no-such-command"]) == 2
     assert gui_calls == []
-    assert "0 images" in capsys.readouterr().err
+    assert "is not a command" in capsys.readouterr().err

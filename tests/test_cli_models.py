@@ -41,7 +41,7 @@ def test_train_list_show_activate_import(small_data: Path, tmp_path: Path, isola
     trained = run_cli("train", small_data, "--model", "svm", "--image-size", "12", "--id", "svm-a")
     assert trained.returncode == 0, trained.stderr
     assert "held-out accuracy" in trained.stderr and "saved model svm-a" in trained.stdout
-    manifest = json.loads(run_cli("models", "show", "svm-a").stdout)
+    manifest = json.loads(run_cli("models", "show", "svm-a", "--json").stdout)
     assert manifest["kind"] == "svm" and manifest["metrics"]["n"] > 0
     assert manifest["training"]["holdout_images"] == manifest["metrics"]["n"]
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from allgui.cli.interrupt import interrupt_cancels
-from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_paths
+from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_images, require_paths
 from allgui.core.progress import Cancelled, CancelToken
 
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     scan = scan_images(paths)
+    require_images(scan, paths)
     out = Path(args.out) if args.out is not None else None
     journal = journal_path_for(out) if out is not None else None
     if out is not None and journal is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from allgui.cli.terminal import TerminalProgress, require_paths
+from allgui.cli.terminal import MAP_HELP, TerminalProgress, parse_mapping, require_paths
 from allgui.core.classes import UnknownClassFolderError
 from allgui.core.datacheck import check_dataset
 from allgui.core.duplicates import DEFAULT_THRESHOLD
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="near-duplicate Hamming distance")
     check.add_argument("--hash", choices=sorted(HASH_METHODS), default="phash")
+    check.add_argument("--map", action="append", metavar="FOLDER=CLASS", help=MAP_HELP)
     check.set_defaults(func=run_check)
 
 
@@ -29,7 +30,11 @@ def run_check(args: argparse.Namespace) -> int:
     (folder,) = require_paths([args.folder])
     try:
         report = check_dataset(
-            folder, threshold=args.threshold, hash_method=args.hash, progress=TerminalProgress("checking")
+            folder,
+            parse_mapping(args.map),
+            threshold=args.threshold,
+            hash_method=args.hash,
+            progress=TerminalProgress("checking"),
         )
     except (UnknownClassFolderError, ValueError) as error:
         raise UsageError(str(error)) from None

@@ -8,7 +8,7 @@ import io
 import sys
 from pathlib import Path
 
-from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_paths
+from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_images, require_paths
 from allgui.core.duplicates import DEFAULT_THRESHOLD, find_groups
 from allgui.core.hashing import HASH_METHODS, hash_images
 from allgui.core.scan import scan_images
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and long_part_problem(args.out):
         raise UsageError(f"--out {args.out}: cannot be written: {long_part_problem(args.out)}")
     scan = scan_images(paths)
+    require_images(scan, paths)
     if args.out is not None:  # before hashing: the CSV must never replace an input
         check_outputs("--out", [Path(args.out)], [*paths, *scan.files, *(path for path, _ in scan.problems)])
     records = hash_images(scan.files, args.hash, progress=TerminalProgress("hashing"))

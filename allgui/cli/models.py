@@ -11,8 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list, inspect, activate and import models")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="list shipped and user models (* marks the active one)")
-    show = actions.add_parser("show", help="print a model's manifest")
+    show = actions.add_parser("show", help="what a model is and how well it did on held-out images")
     show.add_argument("model", metavar="ID", help="model id or model folder")
+    show.add_argument("--json", action="store_true", help="print the whole manifest as JSON instead")
     activate = actions.add_parser("activate", help="make a model the active one")
     activate.add_argument("model", metavar="ID")
     imported = actions.add_parser("import", help="verify a model folder and add it to the user's models")
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from allgui.cli.main import UsageError
     from allgui.core.models.store import ModelActivationError, ModelLoadError, ModelNotFoundError, ModelStore
+    from allgui.core.models.summary import summary_rows
 
     store = ModelStore()
     try:
@@ -31,8 +33,14 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "show":
             from allgui.core.models.store import read_manifest
 
-            manifest = read_manifest(store.resolve(args.model))
-            print(json.dumps(manifest, indent=2, ensure_ascii=False))
+            folder = store.resolve(args.model)
+            manifest = read_manifest(folder)
+            if args.json:
+                print(json.dumps(manifest, indent=2, ensure_ascii=False))
+                return 0
+            rows = [*summary_rows(manifest), ("Folder", str(folder))]
+            width = max(len(label) for label, _ in rows)
+            print("\n".join(f"{label + ':':<{width + 1}} {text}" for label, text in rows))
             return 0
         if args.action == "activate":
             loaded = store.activate(args.model)
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(store: object) -> int:
     from allgui.core.models.store import ModelStore
+    from allgui.core.models.summary import held_out_accuracy
 
     assert isinstance(store, ModelStore)
     models = store.list()
@@ -61,9 +70,8 @@ def _list(store: object) -> int:
     active = store.active_id()
     print(f"  {'id':<34} {'kind':<15} {'source':<8} {'created':<26} {'accuracy':>8}  title")
     for m in models:
-        metrics = m.manifest.get("metrics") or {}
-        accuracy = metrics.get("accuracy", (metrics.get("heldout") or {}).get("accuracy"))
-        shown = f"{100 * accuracy:.1f}%" if isinstance(accuracy, int | float) else "-"
+        accuracy = held_out_accuracy(m.manifest)
+        shown = "-" if accuracy is None else f"{100 * accuracy:.1f}%"
         note = "" if m.offered else "  (comparison only)"
         mark = "*" if m.id == active else " "
         print(f"{mark} {m.id:<34} {m.kind:<15} {m.source:<8} {m.created:<26} {shown:>8}  {m.title}{note}")

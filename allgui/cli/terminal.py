@@ -9,8 +9,12 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from allgui.core.statefile import describe_os_error
+
+if TYPE_CHECKING:
+    from allgui.core.scan import ScanResult
 
 # Longest file or folder name (bytes) of common file systems (ext4, NTFS, APFS).
 NAME_MAX = 255
@@ -139,3 +143,36 @@ def check_outputs(option: str, outputs: Sequence[Path], inputs: Iterable[Path]) 
     problem = place_problem(named)
     if problem:
         raise UsageError(f"{option} {named}: cannot be written: {problem}")
+
+
+MAP_HELP = "map a class folder with another name to a class, e.g. --map Hematogones=Benign (repeatable)"
+
+
+def parse_mapping(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``--map FOLDER=CLASS`` options as a folder-to-class mapping (None when none were given)."""
+    from allgui.cli.main import UsageError
+
+    if not items:
+        return None
+    mapping: dict[str, str] = {}
+    for item in items:
+        folder, sep, target = item.partition("=")
+        if not sep or not folder.strip() or not target.strip():
+            raise UsageError(f"--map {item!r}: write it as FOLDER=CLASS, e.g. --map Hematogones=Benign")
+        mapping[folder.strip()] = target.strip()
+    return mapping
+
+
+def require_images(scan: ScanResult, paths: list[Path]) -> None:
+    """Exit 2 when the named folders hold no image and nothing to report: an empty run would look like success."""
+    from allgui.cli.main import UsageError
+    from allgui.core.imageio import IMAGE_EXTENSIONS
+
+    if scan.files or scan.problems:
+        return
+    named = ", ".join(str(p) for p in paths)
+    skipped = scan.describe_skipped()
+    raise UsageError(
+        f"no images found in {named}: {skipped or 'the folders are empty'}. AllGUI reads "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS))} files, also in sub-folders"
+    )

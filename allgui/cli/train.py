@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from allgui.cli.interrupt import interrupt_cancels
-from allgui.cli.terminal import TerminalProgress
+from allgui.cli.terminal import MAP_HELP, TerminalProgress, parse_mapping
 from allgui.core.progress import Cancelled, CancelToken
 
 
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of each class's last captures held out to measure the model (0: train on everything)",
     )
     parser.add_argument("--id", help="model id (default: KIND-DATE-TIME)")
+    parser.add_argument("--map", action="append", metavar="FOLDER=CLASS", help=MAP_HELP)
     parser.set_defaults(func=run)
 
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from allgui.cli.main import UsageError
+    from allgui.core.classes import UnknownClassFolderError
     from allgui.core.dataset import load_labelled
     from allgui.core.metrics import evaluate
     from allgui.core.models.manifest import model_id_problem
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.holdout < 0.5:
         raise UsageError("--holdout must be at least 0 and below 0.5")
     options = model_options(args)
+    mapping = parse_mapping(args.map)
     # Checked before hours of training: the id names a folder, and --out may only replace a model folder.
     model_id = args.id or (Path(args.out).name if args.out else new_model_id(args.model))
     if problem := model_id_problem(model_id):
@@ -91,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     token = CancelToken()
     with interrupt_cancels(token, "stopping after the current step; the best checkpoint so far is kept"):
         try:
-            data = load_labelled(data_root, progress=TerminalProgress("scanning"), cancel=token)
+            data = load_labelled(data_root, mapping, progress=TerminalProgress("scanning"), cancel=token)
+        except UnknownClassFolderError as error:
+            raise UsageError(str(error)) from None
         except Cancelled:
             log("stopped before training started; nothing was saved")
             return 130

@@ -73,6 +73,7 @@ def resolve_folders(folder_names: Iterable[str], mapping: Mapping[str, str] | No
         raise UnknownClassFolderError(
             f"unknown class folder(s): {', '.join(unknown)}. Folders found: {', '.join(names)}. "
             f"Accepted names (case-insensitive): {', '.join(accepted_names())}; "
-            "or pass an explicit folder-to-class mapping."
+            "or map the folders to classes (allgui data check/train --map FOLDER=CLASS, or the retraining wizard's "
+            "class mapping)."
         )
     return resolved

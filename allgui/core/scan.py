@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,21 @@ class ScanResult:
     files: list[Path] = field(default_factory=list)
     # Folders or paths that could not be read, with a reason; reported, never fatal.
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    # Files in the folders that are not images, by extension: said when a folder holds no image at all.
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def describe_skipped(self) -> str:
+        """E.g. "3 .txt files and 1 file without an extension were skipped"; "" when nothing was."""
+        parts = [
+            f"{count} {'file' if count == 1 else 'files'} without an extension"
+            if suffix == ""
+            else f"{count} {suffix} {'file' if count == 1 else 'files'}"
+            for suffix, count in sorted(self.skipped.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        if not parts:
+            return ""
+        listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
+        return f"{listed} {'was' if sum(self.skipped.values()) == 1 else 'were'} skipped (not image files)"
 
 
 def natural_key(path: Path) -> list[object]:
@@ -64,6 +80,8 @@ def _walk(root: Path, result: ScanResult, seen: set[tuple[int, int]], cancel: Ca
                 elif is_image_path(path):
                     # An image name that is no regular file (broken link, FIFO, socket): reported, never opened.
                     result.problems.append((path, _not_a_file_reason(path)))
+                else:
+                    result.skipped[path.suffix.lower()] += 1
             except OSError as error:
                 result.problems.append((path, f"cannot be read ({error.strerror or error})"))
     return found

@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
 from allgui import DISCLAIMER
+from allgui.core.models.summary import summary_rows
 from allgui.resources import user_guide_path
 
 CARD_FILE = "MODEL_CARD.md"
@@ -41,51 +42,9 @@ def user_guide_markdown() -> str:
         return f"# User guide\n\n**{DISCLAIMER}**\n\nThe user guide could not be read ({path}: {error})."
 
 
-def _percent(value: Any) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "not recorded"
-
-
 def manifest_summary(manifest: dict[str, Any]) -> str:
-    """The facts every model folder carries in its manifest, as a short Markdown list.
-
-    Shipped models, ``allgui train`` and the wizard lay the training and metrics out a little differently
-    (the wizard keeps its metrics under ``held_out``); each is read where it is.
-    """
-    metrics = manifest.get("metrics") or {}
-    if "accuracy" not in metrics and isinstance(metrics.get("held_out"), dict):
-        metrics = metrics["held_out"]
-    training = manifest.get("training") or {}
-    review = manifest.get("review") or {}
-    lines = [
-        f"- **Model**: {manifest.get('title', '')} (`{manifest.get('id', '')}`, kind `{manifest.get('kind', '')}`)",
-        f"- **Created**: {manifest.get('created', 'not recorded')}",
-        f"- **Classes**: {', '.join(manifest.get('class_names') or [])}",
-    ]
-    if training:
-        per_class = training.get("per_class") or training.get("counts") or {}
-        counts = ", ".join(f"{name} {count}" for name, count in per_class.items())
-        images = training.get("images", training.get("train_images", "?"))
-        data = training.get("data", training.get("data_root", "?"))
-        lines.append(f"- **Trained on**: {images} images of `{data}`" + (f" ({counts})" if counts else ""))
-        if training.get("note"):
-            lines.append(f"- **Note**: {training['note']}")
-    if "accuracy" in metrics:
-        f1 = metrics.get("f1_macro")
-        lines.append(
-            f"- **Held-out accuracy**: {_percent(metrics['accuracy'])} on {metrics.get('n', '?')} images"
-            + (f"; macro-F1 {f1:.3f}" if isinstance(f1, int | float) else "")
-        )
-        recall = metrics.get("per_class_recall") or {}
-        if recall:
-            lines.append("- **Recall per class**: " + ", ".join(f"{k} {_percent(v)}" for k, v in recall.items()))
-        measured = metrics.get("evaluation") or metrics.get("evaluated_on")
-        if measured:
-            lines.append(f"- **How it was measured**: {measured}")
-    else:
-        lines.append("- **Held-out accuracy**: not recorded in the manifest (not measured)")
-    if review:
-        lines.append(f"- **Flagged for review below confidence**: {review.get('min_confidence', 'not set')}")
-    return "\n".join(lines)
+    """The facts every model folder carries in its manifest, as a short Markdown list."""
+    return "\n".join(f"- **{label}**: {text}" for label, text in summary_rows(manifest))
 
 
 def model_card_markdown(loaded: Any) -> str:
