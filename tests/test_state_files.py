@@ -341,3 +341,40 @@ def test_bad_review_file_is_refused_with_its_name(tmp_path: Path, kind: str) -> 
     make_hostile(path, kind)
     with pytest.raises(ValueError, match="smears-0123456789ab.json"):
         ReviewSession.load(path)
+
+
+# ---- decoded-image memory ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def huge_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """49-megapixel PNGs that are small on disk (flat content), in 8-bit RGB and 16-bit grey."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("huge")
+    rgb = np.zeros((7000, 7000, 3), np.uint8)
+    rgb[::50] = (200, 120, 160)
+    grey16 = np.zeros((7000, 7000), np.uint16)
+    grey16[::40] = 50000
+    folders = {"rgb": root / "rgb", "grey16": root / "grey16"}
+    for kind, array, copies in (("rgb", rgb, 16), ("grey16", grey16, 6)):
+        folders[kind].mkdir()
+        first = folders[kind] / "field-01.png"
+        Image.fromarray(array).save(first, compress_level=1)
+        for number in range(2, copies + 1):
+            shutil.copy(first, folders[kind] / f"field-{number:02d}.png")
+    return folders
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey16"])
+def test_a_classical_batch_of_huge_images_stays_within_bounded_memory(
+    tmp_path: Path, huge_images: dict[str, Path], kind: str
+) -> None:
+    """A batch of 16 such images held 16 full-size decoded images (13 GB for 64 of them); 16-bit conversion took
+    400 MB per temporary. Now a batch keeps the model's 32-px input and conversion works in slices of rows."""
+    result = allgui(tmp_path / "home", "classify", huge_images[kind], "--model", "svm-taleqani", "--batch-size", "16")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(str(huge_images[kind]))]
+    assert len(rows) == len(list(huge_images[kind].iterdir())) and all(",svm-taleqani," in row for row in rows)
+    assert peak_mib(result) < 1600, f"{peak_mib(result):.0f} MiB for {kind}"

@@ -10,7 +10,7 @@ import hashlib
 import io
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +57,18 @@ def file_sha256(path: str | Path) -> str:
 CONVERT_ROWS = 256
 
 
-def _grey_to_rgb8(array: np.ndarray, convert: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
-    out = np.empty(array.shape, dtype=np.uint8)
-    for start in range(0, len(array), CONVERT_ROWS):
-        out[start : start + CONVERT_ROWS] = convert(array[start : start + CONVERT_ROWS].astype(np.float64))
+def _row_slices(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """The image's pixels a slice of rows at a time (as float64), never as one array of the whole image."""
+    width, height = image.size
+    for start in range(0, height, CONVERT_ROWS):
+        rows = image.crop((0, start, width, min(height, start + CONVERT_ROWS)))
+        yield start, np.asarray(rows).astype(np.float64)
+
+
+def _grey_to_rgb8(image: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    out = np.empty((image.size[1], image.size[0]), dtype=np.uint8)
+    for start, rows in _row_slices(image):
+        out[start : start + len(rows)] = convert(rows)
     return Image.fromarray(out, "L").convert("RGB")
 
 
@@ -68,14 +76,15 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit int) grey: scale the full range of the type to 8 bits, not clip it.
-        array = np.asarray(image)
-        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) <= 65535 else float(array.max())
-        return _grey_to_rgb8(array, lambda rows: np.clip(rows / top * 255.0 + 0.5, 0, 255))
+        top = 65535.0 if mode.startswith("I;16") or (image.getextrema()[1] or 0) <= 65535 else image.getextrema()[1]
+        return _grey_to_rgb8(image, lambda rows: np.clip(rows / float(top) * 255.0 + 0.5, 0, 255))
     if mode == "F":
-        array = np.asarray(image)
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        with warnings.catch_warnings():  # slices of NaN only: numpy warns, the image is still converted
+            warnings.simplefilter("ignore", RuntimeWarning)
+            extremes = [(np.nanmin(rows), np.nanmax(rows)) for _, rows in _row_slices(image)]
+            low, high = float(np.nanmin([e[0] for e in extremes])), float(np.nanmax([e[1] for e in extremes]))
         scale = 255.0 / (high - low) if high > low else 0.0
-        return _grey_to_rgb8(array, lambda rows: np.nan_to_num((rows - low) * scale))
+        return _grey_to_rgb8(image, lambda rows: np.nan_to_num((rows - low) * scale))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         # Composite transparency on white, as a slide background would look.
         rgba = image.convert("RGBA")
