@@ -231,7 +231,7 @@ class AttentionPanel(QWidget):
             self.plot.showAxis("left")
             rows = self._rows()
             left.setTicks([[(float(row), name) for row, (name, _) in zip(rows, self.layout_key, strict=True)]])
-            bottom.setLabel("difference from the class average (0 = the same)")
+            bottom.setLabel("difference from class average")
             bottom.setTicks(None)
             largest = max([*(self.summary or []), *(self.summary_typical or []), 0.0])
             self.plot.setXRange(0, max(largest * 1.15, 0.05), padding=0)
