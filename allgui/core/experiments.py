@@ -7,6 +7,7 @@ with the study and is labelled as such in every output, because neighbouring cap
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from allgui.core.metrics import evaluate
 from allgui.core.models import registry
 from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
 from allgui.core.splits import block_split, stratified_group_split
+from allgui.core.statefile import write_bytes_atomic
 
 LogCallback = Callable[[str], None]
 
@@ -399,24 +401,18 @@ def run_comparison(
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    _atomic_write(out_dir / "results.md", markdown_table(results).encode())
+    write_bytes_atomic(out_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    write_bytes_atomic(out_dir / "results.md", markdown_table(results).encode())
     for result in results["experiments"]:
         if "metrics" in result:
             image = confusion_png(
                 result["metrics"]["confusion_matrix"], f"{result['name']} ({results['split']['name']} split)"
             )
-            temporary = out_dir / f".confusion-{result['name']}.png.tmp"
-            image.save(temporary, format="PNG")
-            temporary.replace(out_dir / f"confusion-{result['name']}.png")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            write_bytes_atomic(out_dir / f"confusion-{result['name']}.png", buffer.getvalue())
 
 
 def _pct(value: float) -> str:

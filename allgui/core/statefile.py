@@ -111,23 +111,26 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".allgui-{uuid.uuid4().hex[:12]}.tmp")
 
 
-def write_text_atomic(path: str | Path, text: str, *, errors: str = "surrogateescape") -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a synced temporary sibling and a rename.
-
-    ``errors="surrogateescape"`` writes a file name that is not valid UTF-8 (POSIX) back as its original bytes.
-    """
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temporary sibling and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_sibling(path)
     try:
-        with open(temporary, "w", encoding="utf-8", errors=errors, newline="") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str, *, errors: str = "surrogateescape") -> None:
+    """Write ``text`` as UTF-8 atomically; ``errors="surrogateescape"`` writes a file name that is not valid UTF-8
+    (POSIX) back as its original bytes."""
+    write_bytes_atomic(path, text.encode("utf-8", errors=errors))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
