@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from allgui.core.models.registry import KINDS
 from allgui.core.progress import Phase
 
 # Seconds per image of the steps around the training itself, measured on a two-core CPU. They only set each phase's
@@ -20,7 +21,7 @@ READ_SECONDS = 0.002  # decoding and resizing a training image
 CALIBRATE_SECONDS = 0.012  # an SE-CNN's passes over its training images after the last epoch (thresholds, OOD)
 EVALUATE_SECONDS = 0.012  # reading and classifying a held-out image, per model compared
 UNRECORDED_SECONDS = 0.01  # training cost per image (and epoch) of a kind with no recorded training time
-EPOCH_KINDS = ("secnn", "cnn-hash-svm")  # kinds whose training time grows with the epochs
+EPOCH_KINDS = tuple(kind for kind, info in KINDS.items() if info.trains_in_epochs)
 
 
 @dataclass(frozen=True)

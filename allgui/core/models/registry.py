@@ -19,13 +19,20 @@ class KindInfo:
     needs_torch: bool = False
     # Scores how unlike its training images an image is: its manifest must then hold a threshold for that score.
     scores_unfamiliar: bool = False
+    # Training time grows with the number of epochs (a network); the others fit once.
+    trains_in_epochs: bool = False
 
 
 KINDS: dict[str, KindInfo] = {
     info.kind: info
     for info in (
         KindInfo(
-            "secnn", "allgui.core.models.secnn:SECNNClassifier", "SE-CNN", needs_torch=True, scores_unfamiliar=True
+            "secnn",
+            "allgui.core.models.secnn:SECNNClassifier",
+            "SE-CNN",
+            needs_torch=True,
+            scores_unfamiliar=True,
+            trains_in_epochs=True,
         ),
         KindInfo("svm", "allgui.core.models.classical:SVMClassifier", "SVM (PCA + SMOTE + grid search)"),
         KindInfo("rf", "allgui.core.models.classical:RFClassifier", "Random Forest (augmentation + PCA + SMOTE)"),
@@ -34,6 +41,7 @@ KINDS: dict[str, KindInfo] = {
             "allgui.core.models.cnn_hash_svm:CNNHashSVMClassifier",
             "SE-CNN features + hash code + SVM",
             needs_torch=True,
+            trains_in_epochs=True,
         ),
         KindInfo(
             "color-baseline",
