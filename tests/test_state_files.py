@@ -383,3 +383,12 @@ def test_a_classical_batch_of_huge_images_stays_within_bounded_memory(
     rows = [line for line in result.stdout.splitlines() if line.startswith(str(huge_images[kind]))]
     assert len(rows) == len(list(huge_images[kind].iterdir())) and all(",svm-taleqani," in row for row in rows)
     assert peak_mib(result) < 1600, f"{peak_mib(result):.0f} MiB for {kind}"
+
+
+@pytest.mark.parametrize("alert", [1e-14, 0.0])
+def test_a_tiny_benign_alert_from_a_very_confident_network_is_accepted(tmp_path: Path, alert: float) -> None:
+    """Fitting on validation images can give an alert level that underflows: it flags more, so it must save and
+    load (a bound of 1e-12 refused it after the whole training)."""
+    folder = copy_shipped("secnn-default", tmp_path / "confident")
+    reseal(folder, review={"min_confidence": 0.83, "ood_threshold": 1.0, "benign_alert": alert})
+    assert load_model(folder).classifier.review.benign_alert == alert

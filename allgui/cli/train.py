@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from allgui.core.metrics import evaluate
     from allgui.core.models.manifest import model_id_problem
     from allgui.core.models.registry import create
-    from allgui.core.models.store import ModelStore, is_model_folder, new_model_id, save_model
+    from allgui.core.models.store import ModelLoadError, ModelStore, is_model_folder, new_model_id, save_model
     from allgui.core.splits import block_split
 
     data_root = Path(args.data)
@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     model_id = args.id or (Path(args.out).name if args.out else new_model_id(args.model))
     if problem := model_id_problem(model_id):
         raise UsageError(f"{problem}; choose one with --id")
-    if args.out and (Path(args.out).is_symlink() or Path(args.out).exists()) and not is_model_folder(Path(args.out)):
-        raise UsageError(f"{args.out} exists and is not an AllGUI model folder; it is left as it is")
+    target = Path(args.out) if args.out else ModelStore().user_dir / model_id
+    if (target.is_symlink() or target.exists()) and not is_model_folder(target):
+        raise UsageError(f"{target} exists and is not an AllGUI model folder; it is left as it is")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -149,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         log(f"stopped before the first checkpoint; nothing was saved ({error})")
         return 130
+    except (ModelLoadError, ValueError, OSError) as error:  # e.g. a value loading would refuse, a full disk
+        log(f"allgui train: the trained model could not be saved: {error}")
+        return 1
     if metrics:
         log(
             f"held-out accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1_macro']:.3f}, "

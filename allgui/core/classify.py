@@ -231,7 +231,7 @@ def _lock(descriptor: int, path: Path) -> None:
         raise JournalBusyError(path, "is locked: another allgui run is writing the same output") from None
     except OSError as error:  # a file system without locks (some network shares): go on unlocked
         if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
+            raise StateFileError(path, f"cannot be locked ({describe_os_error(error)})") from None
 
 
 class Journal:
@@ -261,6 +261,9 @@ class Journal:
             else:  # truncated only now that the lock is ours: another run's journal is never emptied
                 os.ftruncate(self._descriptor, 0)
                 self._write([self.header])
+        except OSError as error:
+            self.close()
+            raise StateFileError(self.path, f"cannot be written ({describe_os_error(error)})") from None
         except BaseException:
             self.close()
             raise
@@ -344,7 +347,12 @@ class Journal:
             self.rows.setdefault(path_key(row["path"]), row)
 
     def remove(self) -> str | None:
-        """Delete the journal (its rows are exported) while still holding the lock; the reason if that fails."""
+        """Delete the journal (its rows are exported) while still holding the lock; the reason if that fails.
+
+        Windows cannot delete a file that is open, so there it is closed (and unlocked) first.
+        """
+        if os.name == "nt":
+            self.close()
         try:
             self.path.unlink(missing_ok=True)
         except OSError as error:

@@ -77,7 +77,8 @@ def check_review(review: object, *, needs_ood: bool) -> None:
     # Four classes: the top probability is at least 0.25, so a lower minimum would never flag anything.
     check_number(review["min_confidence"], "review.min_confidence", 0.25, 1.0)
     check_number(review.get("ood_threshold"), "review.ood_threshold", 1e-6, 1e4, optional=not needs_ood)
-    check_number(review.get("benign_alert"), "review.benign_alert", 1e-12, 1.0, optional=True)
+    # A tiny alert level (a very confident network) flags more, never fewer: only a level above 1 would switch it off.
+    check_number(review.get("benign_alert"), "review.benign_alert", 0.0, 1.0, optional=True)
 
 
 def check_options(options: object, bounds: dict[str, tuple[float, float]], where: str) -> None:
