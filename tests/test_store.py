@@ -25,8 +25,8 @@ from allgui.core.models.store import (
     load_model,
     save_model,
     sha256_of,
-    user_data_dir,
 )
+from allgui.core.paths import user_data_dir
 from tests.realsubset import Subset
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from allgui.system_check import PACKAGES, install_advice, missing_libraries, missing_xcb_libraries, uses_xcb, xcb_plugin
+from allgui.system_check import (
+    PACKAGES,
+    README_PACKAGES,
+    install_advice,
+    missing_libraries,
+    missing_xcb_libraries,
+    uses_xcb,
+    xcb_plugin,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,3 +70,11 @@ def test_gui_start_prints_the_install_command_instead_of_a_qt_abort(tmp_path: Pa
     packages = " ".join(sorted({PACKAGES.get(name, name) for name in missing}))
     assert f"sudo apt-get install {packages}" in result.stderr
     assert "Reinstalling the application" not in result.stderr + result.stdout
+
+
+def test_readme_install_line_is_the_checks_line() -> None:
+    """The README's one apt-get line is the check's list, and names only packages the check knows a library of."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"sudo apt-get install {README_PACKAGES}" in readme
+    unknown = set(README_PACKAGES.split()) - set(PACKAGES.values())
+    assert not unknown, unknown

@@ -37,7 +37,7 @@ from allgui.core.hashing import HashRecord, perceptual_hash
 from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
 from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.models.store import LoadedModel
-from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
+from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check
 from allgui.core.statefile import (
     StateFileError,
     StateFileWarning,
@@ -78,8 +78,6 @@ def journal_header_matches(header: dict[str, Any], digest: str) -> bool:
 HASH_SIZE = 96
 # Threads decoding images while the model runs (the fast path's resizing happens there too).
 DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
-
-LogCallback = Callable[[str], None]
 
 
 class JournalMismatchError(ValueError):

@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +30,9 @@ from allgui.core.hashing import hash_images
 from allgui.core.imageio import read_rgb
 from allgui.core.metrics import evaluate
 from allgui.core.models import registry
-from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check
+from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check
 from allgui.core.splits import block_split, stratified_group_split
 from allgui.core.statefile import write_bytes_atomic
-
-LogCallback = Callable[[str], None]
 
 SPLIT_LABELS = {
     "blocks": "block split: last 15% of captures per class held out, duplicate groups kept whole",

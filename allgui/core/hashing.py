@@ -82,8 +82,3 @@ def hash_images(
             if progress is not None:
                 progress(len(records), total, f"hashed {len(records)} of {total} images")
     return records
-
-
-def hashes_array(records: Sequence[HashRecord]) -> np.ndarray:
-    """uint64 array of the records' hashes (0 where a file could not be read; callers mask those out)."""
-    return np.array([r.hash or 0 for r in records], dtype=np.uint64)

@@ -44,14 +44,6 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # Rows converted at a time from 16-bit or float grey: a 50-megapixel image as one float64 array took 400 MB per
 # temporary (and 7 GB with four decoding threads); in slices the temporaries stay at a few megabytes.
 CONVERT_ROWS = 256

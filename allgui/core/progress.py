@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 ProgressCallback = Callable[[int, int, str], None]
+LogCallback = Callable[[str], None]  # one line of a long job's log, for a terminal or a log pane
 
 
 class Cancelled(Exception):

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from allgui.core.duplicates import DEFAULT_THRESHOLD
+from allgui.core.paths import user_data_dir
 from allgui.core.statefile import StateFileError, read_state_json, warn_ignored, write_json_atomic
 
 SETTINGS_FILE = "settings.json"
 VERSION = 2
 MAX_RECENT = 10
-
-
-def user_data_dir() -> Path:
-    """Same place as the model store (``ALLGUI_HOME`` overrides it); imported lazily to keep start-up light."""
-    from allgui.core.models.store import user_data_dir as store_dir
-
-    return store_dir()
 
 
 @dataclass

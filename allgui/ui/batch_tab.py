@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 
 from allgui.core import classify
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.store import LoadedModel, user_data_dir
+from allgui.core.models.store import LoadedModel
+from allgui.core.paths import batch_journals_dir
 from allgui.core.progress import Phase, ProgressModel, ProgressState, clock_text
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
@@ -47,7 +48,7 @@ BATCH_PHASES = (Phase("scanning", 0.0, "files"), Phase("classifying", 1.0, "imag
 def journal_for(folder: Path, loaded: LoadedModel) -> Path:
     """Where the batch of ``folder`` with ``loaded`` is journalled: one stable file per folder and model files."""
     key = hashlib.sha256(f"{classify.path_key(folder)}\n{classify.model_digest(loaded)}".encode()).hexdigest()
-    return user_data_dir() / "batches" / f"{key[:24]}.jsonl"
+    return batch_journals_dir() / f"{key[:24]}.jsonl"
 
 
 def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:

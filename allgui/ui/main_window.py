@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -517,7 +517,3 @@ class MainWindow(QMainWindow):
             log.warning("some work did not stop within 15 s")
         QApplication.processEvents()
         event.accept()
-
-
-def delayed_build(window: MainWindow) -> None:
-    QTimer.singleShot(0, window.build_tabs)

@@ -38,10 +38,11 @@ from allgui.core.hashing import hash_images
 from allgui.core.imageio import ImageReadError, read_rgb
 from allgui.core.label_conflicts import conflicting_groups
 from allgui.core.models.base import Attention, Classifier
+from allgui.core.paths import user_data_dir
 from allgui.core.progress import check
 from allgui.core.review_session import ReviewSession, autosave_path
 from allgui.core.scan import ScanResult, scan_images
-from allgui.core.settings import Settings, user_data_dir
+from allgui.core.settings import Settings
 from allgui.ui.attention_view import AttentionPanel, block_differences
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.drift_warning import DriftWarning

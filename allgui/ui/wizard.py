@@ -48,6 +48,7 @@ from allgui.core.models import registry
 from allgui.core.models.manifest import model_id_problem
 from allgui.core.models.recipes import SECNN_RECIPE
 from allgui.core.models.store import ModelLoadError, ModelStore
+from allgui.core.paths import corrections_dir
 from allgui.core.progress import (
     Cancelled,
     CancelToken,
@@ -58,7 +59,7 @@ from allgui.core.progress import (
     clock_text,
     fit_progress,
 )
-from allgui.core.settings import Settings, user_data_dir
+from allgui.core.settings import Settings
 from allgui.core.splits import block_split
 from allgui.ui.charts import CurvePlot
 from allgui.ui.model_controller import ModelController
@@ -236,7 +237,7 @@ class FolderPage(QWizardPage):
         if review is None or not review.session.labelled():
             self.note.setText("No image has a confirmed or corrected label in the Review tab yet.")
             return
-        target = user_data_dir() / "corrections" / datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = corrections_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
         review.session.export_labelled(target)
         self.folder_edit.setText(str(target))
 

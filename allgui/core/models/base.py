@@ -8,7 +8,7 @@ to see it); probabilities come out as an ``(n, 4)`` array in the fixed class ord
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,10 +18,7 @@ from PIL import Image
 
 from allgui.core.classes import BENIGN, CLASS_NAMES
 from allgui.core.imageio import read_rgb
-from allgui.core.progress import CancelToken, ProgressCallback
-
-LogCallback = Callable[[str], None]
-
+from allgui.core.progress import CancelToken, LogCallback, ProgressCallback
 
 # The review reason of an image whose OOD score is above the threshold (batch summaries count it).
 UNLIKE_TRAINING = "image is unlike the training images"

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.base import Classifier, LogCallback
+from allgui.core.models.base import Classifier
 from allgui.core.models.features import (
     color_features,
     dihedral_augment,
@@ -36,7 +36,7 @@ from allgui.core.models.features import (
 )
 from allgui.core.models.manifest import check_options
 from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
-from allgui.core.progress import CancelToken, ProgressCallback, check
+from allgui.core.progress import CancelToken, LogCallback, ProgressCallback, check
 
 # Sizes a manifest may ask for: a crafted image size would otherwise take loading past the machine's memory.
 OPTION_BOUNDS: dict[str, tuple[float, float]] = {

@@ -21,11 +21,11 @@ from sklearn.preprocessing import Binarizer, StandardScaler
 from sklearn.svm import SVC
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.base import Classifier, LogCallback
+from allgui.core.models.base import Classifier
 from allgui.core.models.classical import OPTION_BOUNDS, full_probabilities
 from allgui.core.models.manifest import check_options
 from allgui.core.models.skops_io import canonical, dump_pipeline, load_pipeline
-from allgui.core.progress import CancelToken, ProgressCallback, check
+from allgui.core.progress import CancelToken, LogCallback, ProgressCallback, check
 
 CNN_FOLDER = "cnn"
 PIPELINE_FILE = "hash_svm.skops"

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
-from allgui.core.models.base import Attention, Classifier, LogCallback, ReviewPolicy
+from allgui.core.models.base import Attention, Classifier, ReviewPolicy
 from allgui.core.models.manifest import InvalidManifest, check_options
 from allgui.core.models.secnn_net import SECNN, NetConfig
 from allgui.core.models.torch_device import (
@@ -37,7 +37,7 @@ from allgui.core.models.torch_device import (
     fallback_to_cpu,
     is_cuda_failure,
 )
-from allgui.core.progress import Cancelled, CancelToken, ProgressCallback, check, no_progress
+from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check, no_progress
 from allgui.core.statefile import read_state_json
 
 _T = TypeVar("_T")

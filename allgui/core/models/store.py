@@ -15,7 +15,6 @@ import pickle
 import platform
 import shutil
 import stat
-import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from allgui.core.models.manifest import (
     protected_digest,
     read_manifest_file,
 )
+from allgui.core.paths import user_data_dir
 from allgui.core.statefile import (
     StateFileError,
     StateFileWarning,
@@ -82,18 +82,6 @@ class ModelNotFoundError(ModelLoadError, KeyError):
 
 class ModelActivationError(ModelLoadError):
     """A model that may not become the active one (e.g. the colour baseline)."""
-
-
-def user_data_dir() -> Path:
-    """Where user models, settings and journals live; ``ALLGUI_HOME`` overrides the platform default."""
-    override = os.environ.get("ALLGUI_HOME")
-    if override:
-        return Path(override)
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "AllGUI"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "AllGUI"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "allgui"
 
 
 def library_versions() -> dict[str, str]:
