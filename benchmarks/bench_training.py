@@ -26,7 +26,7 @@ def network_rate(model, batch: int, device, steps: int = 8) -> float:  # noqa: A
     """Training images per second of forward + backward + AdamW on random tensors of the input size."""
     import torch
 
-    from allgui.core.models.secnn_net import SECNN
+    from allgui.core.models.secnn.net import SECNN
 
     net = SECNN(model._net_config()).to(device).train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)

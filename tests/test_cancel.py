@@ -27,9 +27,9 @@ from allgui.core.classify import JournalMismatchError, classify_paths, parse_row
 from allgui.core.dataset import load_labelled
 from allgui.core.hashing import hash_images
 from allgui.core.models import classical, features, torch_device
-from allgui.core.models import secnn as secnn_module
 from allgui.core.models.classical import RFClassifier, SVMClassifier
 from allgui.core.models.secnn import SECNNClassifier
+from allgui.core.models.secnn import classifier as secnn_module
 from allgui.core.models.store import ModelStore, load_model, save_model
 from allgui.core.models.torch_device import DeviceWarning, choose_device
 from allgui.core.progress import Cancelled, CancelToken

@@ -1,28 +1,18 @@
 """Batch classification of image files: one row per file, bad files become error rows, nothing is ever lost.
 
-Rows are journalled (JSON lines, flushed and synced per batch) as they are produced, so a run killed at any moment
-resumes from the journal without losing or repeating a finished image. Decoding runs in a background thread,
-overlapping the model's inference on the previous batch. The CLI and the GUI batch tab both call
-:func:`classify_paths`.
+Rows are journalled (:mod:`allgui.core.journal`) as they are produced, so a killed run resumes where it stopped.
+Decoding runs in a background thread, overlapping the model's inference on the previous batch. The CLI and the GUI
+batch tab both call :func:`classify_paths`; :mod:`allgui.core.export` writes the rows out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import errno
-import hashlib
-import io
-import json
-import math
 import os
 import queue
-import re
-import stat
 import sys
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,47 +20,25 @@ from typing import Any
 
 from PIL import Image
 
-from allgui import DISCLAIMER
-from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
+from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import find_groups
+from allgui.core.export import COLUMNS, csv_cell, csv_value, flat_row, needs_quotes, parse_rows, render, write_rows
 from allgui.core.hashing import HashRecord, perceptual_hash
 from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
+from allgui.core.journal import (
+    Journal,
+    JournalBusyError,
+    JournalMismatchError,
+    Row,
+    journal_header,
+    journal_path_for,
+    model_digest,
+    path_key,
+    read_journal,
+)
 from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check
-from allgui.core.statefile import (
-    StateFileError,
-    StateFileWarning,
-    check_regular,
-    describe_os_error,
-    parse_json,
-    write_text_atomic,
-)
-
-COLUMNS: tuple[str, ...] = (
-    "path",
-    "predicted",
-    *(f"p_{key}" for key in CLASS_KEYS),
-    "confidence",
-    "needs_review",
-    "duplicate_group",
-    "image_sha256",
-    "model_id",
-    "error",
-)
-JOURNAL_FORMAT = "allgui-classify-journal"
-JOURNAL_VERSION = 2  # 2: duplicate hashes at HASH_SIZE px; rows of version 1 hash the full image
-
-
-def journal_header_matches(header: dict[str, Any], digest: str) -> bool:
-    """Whether a journal's first line is of this version and for the model with ``digest``: only then can its rows
-    be taken over (another version's hashes would not group with this one's)."""
-    return (
-        header.get("format") == JOURNAL_FORMAT
-        and header.get("version") == JOURNAL_VERSION
-        and header.get("model_digest") == digest
-    )
-
 
 # The duplicate column hashes images at the default SE-CNN's input size, which the fast path has at hand: a tenth
 # of the cost of hashing the full image. On the 2767 real images it finds 85 of the 86 groups a full-size hash finds
@@ -78,291 +46,6 @@ def journal_header_matches(header: dict[str, Any], digest: str) -> bool:
 HASH_SIZE = 96
 # Threads decoding images while the model runs (the fast path's resizing happens there too).
 DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
-
-
-class JournalMismatchError(ValueError):
-    """``--resume`` with a journal written for another model."""
-
-
-class JournalBusyError(StateFileError):
-    """Another run holds the journal's lock: it is writing the same output."""
-
-
-# Longest file name (bytes) of common file systems (ext4, NTFS, APFS).
-NAME_MAX = 255
-# A journal takes about 600 bytes a row, so this is millions of images; a resume reads it all into memory.
-MAX_JOURNAL_BYTES = 2 << 30
-
-
-def model_digest(loaded: LoadedModel) -> str:
-    files = json.dumps(loaded.manifest.get("files", {}), sort_keys=True)
-    return hashlib.sha256(f"{loaded.id}\n{files}".encode()).hexdigest()
-
-
-def journal_header(loaded: LoadedModel) -> dict[str, Any]:
-    return {
-        "format": JOURNAL_FORMAT,
-        "version": JOURNAL_VERSION,
-        "model_id": loaded.id,
-        "model_digest": model_digest(loaded),
-    }
-
-
-def path_key(path: str | Path) -> str:
-    return os.path.abspath(str(path))
-
-
-def journal_path_for(out: Path) -> Path:
-    """``<out>.journal.jsonl`` beside ``out``; for a name too long to take the suffix, a short name derived from it
-    (so that ``--resume`` finds it again)."""
-    out = Path(out)
-    name = f"{out.name}.journal.jsonl"
-    if len(os.fsencode(name)) <= NAME_MAX:
-        return out.with_name(name)
-    return out.with_name(f".allgui-journal-{hashlib.sha256(os.fsencode(out.name)).hexdigest()[:16]}.jsonl")
-
-
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-_HEX_HASH = re.compile(r"[0-9a-f]{16}")
-
-
-def _probability(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
-
-
-def journal_row_problem(record: Any, model_id: Any) -> str | None:
-    """Why a journal line is not a row that :func:`classify_paths` writes for ``model_id``; None when it is one.
-
-    Everything the export, the duplicate groups and the summary read is checked, so a hand-edited or foreign line
-    is classified again instead of failing the run or being exported as a blank row."""
-    if not isinstance(record, dict):
-        return "is not a JSON object"
-    if not isinstance(record.get("path"), str) or not record["path"]:
-        return "has no path"
-    if record.get("model_id") != model_id:
-        return f"is for model {record.get('model_id')!r}, not {model_id!r}"
-    error = record.get("error")
-    if error:  # an unreadable file: its path and reason only
-        if not isinstance(error, str):
-            return "has an error that is not text"
-        return "has both an error and probabilities" if "probabilities" in record else None
-    if error is not None and error != "":
-        return "has an error that is not text"
-    if record.get("predicted") not in CLASS_NAMES:
-        return "has no known predicted class"
-    probabilities = record.get("probabilities")
-    if not (isinstance(probabilities, list) and len(probabilities) == len(CLASS_NAMES)):
-        return f"does not have {len(CLASS_NAMES)} probabilities"
-    if not all(_probability(p) for p in probabilities) or not _probability(record.get("confidence")):
-        return "has a probability or confidence that is not a number from 0 to 1"
-    if not isinstance(record.get("needs_review"), bool):
-        return "has a needs_review that is not true or false"
-    reasons = record.get("review_reasons")
-    if not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
-        return "has review reasons that are not a list of text"
-    if not (isinstance(record.get("image_sha256"), str) and _HEX_SHA256.fullmatch(record["image_sha256"])):
-        return "has no SHA-256"
-    if not (isinstance(record.get("phash"), str) and _HEX_HASH.fullmatch(record["phash"])):
-        return "has no perceptual hash"
-    return None
-
-
-def read_journal(
-    data: bytes, digest: str, source: str | Path = "the journal"
-) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None, int]:
-    """A journal's header line (None if damaged), its finished rows by path key (first row per file; None when the
-    header is not this version's for the model with ``digest``) and the byte length of its complete lines.
-
-    Lines count up to the first damaged or wrong-shaped one (a kill's cut-off line, a hand edit): the rows from
-    there on are classified again, with one :class:`StateFileWarning` naming ``source`` and the line. The part
-    after the last newline is never complete. A first line that is no JSON object is a foreign header (``{}``).
-    """
-    header: dict[str, Any] | None = None
-    rows: dict[str, dict[str, Any]] = {}
-    complete = 0
-    for number, raw in enumerate(data.split(b"\n")[:-1]):
-        try:
-            record = parse_json(raw, source)
-            problem = None
-        except StateFileError:
-            record, problem = None, "is damaged (not a complete JSON line)"
-        if number == 0:
-            if problem is not None:
-                break
-            if not isinstance(record, dict):
-                return {}, None, complete
-            header = record
-            if not journal_header_matches(record, digest):
-                return header, None, complete
-        else:
-            problem = problem or journal_row_problem(record, header.get("model_id") if header else None)
-            if problem is not None:
-                warnings.warn(
-                    StateFileWarning(
-                        f"{source}: line {number + 1} {problem}; reading stopped there, and the images from there "
-                        "on are classified again"
-                    ),
-                    stacklevel=2,
-                )
-                break
-            rows.setdefault(path_key(record["path"]), record)
-        complete += len(raw) + 1
-    return header, rows, complete
-
-
-def _lock(descriptor: int, path: Path) -> None:
-    """An exclusive advisory lock for as long as the descriptor is open; :class:`JournalBusyError` if held."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: a lock on the first byte, released when the file is closed
-        import msvcrt
-
-        try:
-            os.lseek(descriptor, 0, os.SEEK_SET)
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            raise JournalBusyError(path, "is locked: another allgui run is writing the same output") from None
-        return
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise JournalBusyError(path, "is locked: another allgui run is writing the same output") from None
-    except OSError as error:  # a file system without locks (some network shares): go on unlocked
-        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise StateFileError(path, f"cannot be locked ({describe_os_error(error)})") from None
-
-
-class Journal:
-    """Append-only JSON lines: a header line, then one line per finished image.
-
-    The file is opened without following links, must be a regular file and is locked while open, so a second run
-    writing the same output is refused instead of mixing its rows into this one's.
-    """
-
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.header = header
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._descriptor: int | None = None
-
-    def open(self, resume: bool) -> None:
-        """Open and lock the journal; ``resume`` keeps its finished rows, otherwise it starts empty."""
-        check_regular(self.path, follow_inside=False)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StateFileError(self.path.parent, f"cannot be created ({describe_os_error(error)})") from None
-        self._descriptor = self._open_locked()
-        try:
-            if resume and os.fstat(self._descriptor).st_size > 0:
-                self._recover()
-            else:  # truncated only now that the lock is ours: another run's journal is never emptied
-                os.ftruncate(self._descriptor, 0)
-                self._write([self.header])
-        except OSError as error:
-            self.close()
-            raise StateFileError(self.path, f"cannot be written ({describe_os_error(error)})") from None
-        except BaseException:
-            self.close()
-            raise
-
-    def _open_locked(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        for _ in range(5):
-            try:
-                descriptor = os.open(self.path, flags, 0o644)
-            except OSError as error:
-                if error.errno == errno.ELOOP:
-                    raise StateFileError(
-                        self.path, "is a symbolic link; refused so that nothing it points to is touched"
-                    ) from None
-                raise StateFileError(self.path, f"cannot be opened ({describe_os_error(error)})") from None
-            try:
-                if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-                    raise StateFileError(self.path, "is not a regular file (a pipe, device or socket); refused")
-                _lock(descriptor, self.path)
-                # A run that just finished removes its journal: make sure the locked file is still the one named.
-                with contextlib.suppress(FileNotFoundError):
-                    if os.path.samestat(os.fstat(descriptor), os.lstat(self.path)):
-                        return descriptor
-            except BaseException:
-                os.close(descriptor)
-                raise
-            os.close(descriptor)
-        raise JournalBusyError(self.path, "keeps being replaced: another allgui run is writing the same output")
-
-    def _recover(self) -> None:
-        """Read finished rows; a line cut short by a kill is dropped and cut off the file before appending."""
-        descriptor = self._descriptor
-        assert descriptor is not None
-        size = os.fstat(descriptor).st_size
-        if size > MAX_JOURNAL_BYTES:
-            raise StateFileError(self.path, f"is larger than {MAX_JOURNAL_BYTES:,} bytes, more than a journal holds")
-        chunks, left = [], size
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        while left > 0:
-            chunk = os.read(descriptor, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        header, rows, good_end = read_journal(data, self.header["model_digest"], self.path)
-        if header is not None and rows is None:
-            if header.get("format") != JOURNAL_FORMAT:
-                raise JournalMismatchError(
-                    f"{self.path} is not a journal of allgui classify; run without --resume to start over"
-                )
-            raise JournalMismatchError(
-                f"{self.path} was written for model {header.get('model_id')!r} by journal version "
-                f"{header.get('version')!r} (this run: {self.header['model_id']!r}, version "
-                f"{JOURNAL_VERSION}); run without --resume to start over"
-            )
-        self.rows = rows or {}
-        os.ftruncate(descriptor, good_end)
-        os.lseek(descriptor, 0, os.SEEK_END)
-        if good_end == 0:  # killed before the header was complete
-            self._write([self.header])
-
-    def _write(self, records: Sequence[dict[str, Any]]) -> None:
-        assert self._descriptor is not None
-        # ASCII-escaped JSON: a file name that is not valid UTF-8 (a lone surrogate) must not abort the batch.
-        data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode("ascii"))
-        try:
-            while data:
-                data = data[os.write(self._descriptor, data) :]
-            os.fsync(self._descriptor)
-        except OSError as error:
-            # A part-written line is dropped by the next resume like a kill's cut-off line.
-            raise StateFileError(
-                self.path, f"cannot be written ({describe_os_error(error)}); the rows finished before are kept in it"
-            ) from None
-
-    def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._write(rows)
-        for row in rows:
-            self.rows.setdefault(path_key(row["path"]), row)
-
-    def remove(self) -> str | None:
-        """Delete the journal (its rows are exported) while still holding the lock; the reason if that fails.
-
-        Windows cannot delete a file that is open, so there it is closed (and unlocked) first.
-        """
-        if os.name == "nt":
-            self.close()
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as error:
-            return describe_os_error(error)
-        finally:
-            self.close()
-        return None
-
-    def close(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
 
 
 @dataclass
@@ -406,7 +89,7 @@ def _decode(
         return _Decoded(path, None, None, None, f"could not be processed ({type(error).__name__}: {error})")
 
 
-def _error_row(path: Path | str, error: str, model_id: str) -> dict[str, Any]:
+def _error_row(path: Path | str, error: str, model_id: str) -> Row:
     return {"path": str(path), "error": error, "model_id": model_id}
 
 
@@ -420,9 +103,7 @@ def _fast_path(loaded: LoadedModel) -> Any:
     return fast_path(loaded.classifier)
 
 
-def _rows_for(
-    batch: list[_Decoded], loaded: LoadedModel, predict: Callable[[list], list] | None = None
-) -> list[dict[str, Any]]:
+def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predict: Callable[[list], list] | None = None) -> list[Row]:
     good = [d for d in batch if d.image is not None]
     predict = predict or loaded.classifier.predict
     predictions = predict([d.image for d in good]) if good else []
@@ -489,8 +170,8 @@ def classify_paths(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     log: LogCallback | None = None,
-    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
-) -> list[dict[str, Any]]:
+    on_rows: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
     """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
 
     With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it. A
@@ -505,7 +186,7 @@ def classify_paths(
     header = journal_header(loaded)
     owned = not isinstance(journal, Journal)
     book = Journal(journal, header) if owned and journal is not None else journal
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, Row] = {}
     if book is not None:
         if owned:
             book.open(resume)
@@ -562,7 +243,7 @@ def classify_paths(
     return rows
 
 
-def _assign_duplicate_groups(rows: list[dict[str, Any]]) -> None:
+def _assign_duplicate_groups(rows: list[Row]) -> None:
     """Number groups of identical or near-identical images in this batch (1, 2, ...); others stay blank."""
     hashed = [i for i, r in enumerate(rows) if r.get("phash") and r.get("image_sha256")]
     records = [HashRecord(Path(rows[i]["path"]), rows[i]["image_sha256"], int(rows[i]["phash"], 16)) for i in hashed]
@@ -573,10 +254,7 @@ def _assign_duplicate_groups(rows: list[dict[str, Any]]) -> None:
             rows[hashed[member]]["duplicate_group"] = number
 
 
-# ---- export ----------------------------------------------------------------------------------------------------
-
-
-def unlike_training_warning(rows: Sequence[dict[str, Any]], share: float = 0.25, minimum: int = 20) -> str | None:
+def unlike_training_warning(rows: Sequence[Row], share: float = 0.25, minimum: int = 20) -> str | None:
     """A warning when many classified images of a batch are unlike the model's training images.
 
     On later sessions of the training laboratory about 3% of images are; a session whose lamp, white balance or
@@ -594,97 +272,27 @@ def unlike_training_warning(rows: Sequence[dict[str, Any]], share: float = 0.25,
     )
 
 
-def flat_row(row: dict[str, Any], for_csv: bool = True) -> dict[str, Any]:
-    """The exported columns: a bad file has only path and error filled."""
-    probabilities = row.get("probabilities")
-    out: dict[str, Any] = dict.fromkeys(COLUMNS, "" if for_csv else None)
-    out["path"] = row["path"]
-    out["error"] = row.get("error") or ("" if for_csv else None)
-    if probabilities is not None:
-        out["predicted"] = row["predicted"]
-        for key, value in zip(CLASS_KEYS, probabilities, strict=True):
-            out[f"p_{key}"] = f"{value:.6f}" if for_csv else value
-        out["confidence"] = f"{row['confidence']:.6f}" if for_csv else row["confidence"]
-        out["needs_review"] = ("true" if row["needs_review"] else "false") if for_csv else row["needs_review"]
-        out["image_sha256"] = row["image_sha256"]
-        out["model_id"] = row["model_id"]
-        group = row.get("duplicate_group", "")
-        out["duplicate_group"] = group if for_csv else (group or None)
-    return out
-
-
-# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection"); OWASP's remedy is a "'"
-# before it. A run of quotes before one gets one more quote too, so that csv_value gives every text back exactly.
-_FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
-
-
-def csv_cell(value: Any) -> Any:
-    """``value`` as a CSV cell that a spreadsheet shows as text, never runs (file names may start with "=")."""
-    return "'" + value if isinstance(value, str) and _FORMULA_START.match(value) else value
-
-
-def csv_value(cell: str) -> str:
-    """The text :func:`csv_cell` was given."""
-    return cell[1:] if cell.startswith("'") and _FORMULA_START.match(cell, 1) else cell
-
-
-def needs_quotes(cells: Iterable[Any]) -> bool:
-    """Whether a row must be written with every cell quoted: the csv module quotes only the line terminator's
-    characters, so a carriage return in a file name would otherwise end the row for most readers."""
-    return any(isinstance(cell, str) and "\r" in cell for cell in cells)
-
-
-def render(rows: Sequence[dict[str, Any]], fmt: str = "csv") -> str:
-    """The export text. Both formats carry the disclaimer: CSV as a first '#' line before the header (read it with
-    :func:`parse_rows`, or e.g. pandas' ``comment="#"``), JSON as a field beside the rows. CSV text cells go through
-    :func:`csv_cell`; JSON keeps every value as it is."""
-    if fmt == "json":
-        document = {"disclaimer": DISCLAIMER, "rows": [flat_row(r, for_csv=False) for r in rows]}
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if fmt != "csv":
-        raise ValueError("format must be csv or json")
-    buffer = io.StringIO()
-    buffer.write(f"# {DISCLAIMER}\n")
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    quoted = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer.writeheader()
-    for row in rows:
-        cells = {k: csv_cell(v) for k, v in flat_row(row).items()}
-        (quoted if needs_quotes(cells.values()) else writer).writerow(cells)
-    return buffer.getvalue()
-
-
-def parse_rows(text: str) -> list[dict[str, Any]]:
-    """The rows of an export written by :func:`render`, from either format (CSV values stay strings, with the
-    formula guard of :func:`csv_cell` taken off)."""
-    if text.lstrip().startswith("{"):
-        return list(json.loads(text)["rows"])
-    if text.startswith("#"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    return [{k: csv_value(v) if isinstance(v, str) else v for k, v in row.items()} for row in reader]
-
-
-def write_rows(rows: Sequence[dict[str, Any]], path: Path, fmt: str = "csv") -> None:
-    """Write the export atomically (a temporary file with a short name, synced, then renamed over ``path``)."""
-    text = render(rows, fmt)
-    # A file name that is not valid UTF-8 is written back as its bytes (CSV) or as a JSON \\u escape (JSON).
-    write_text_atomic(path, text, errors="surrogateescape" if fmt == "csv" else "backslashreplace")
-
-
+# Re-exported: the CLI, the GUI and the tests import these from here.
 __all__ = [
     "COLUMNS",
     "Cancelled",
     "Journal",
     "JournalBusyError",
     "JournalMismatchError",
+    "Row",
+    "batch_hash",
     "classify_paths",
     "csv_cell",
     "csv_value",
-    "needs_quotes",
+    "flat_row",
     "journal_header",
     "journal_path_for",
+    "model_digest",
+    "needs_quotes",
     "parse_rows",
+    "path_key",
+    "read_journal",
     "render",
+    "unlike_training_warning",
     "write_rows",
 ]

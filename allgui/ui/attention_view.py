@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
+from allgui.core.attention import block_differences
 from allgui.core.models.base import Attention
 from allgui.ui.charts import CLASS_COLORS
 
@@ -39,14 +40,6 @@ CHANNELS_TIP = (
     "Show every block's channel weights for this image (bars) with the class average (orange line).\n\nExperts: the "
     "SE channel excitations, 0-1, one bar per channel, per squeeze-and-excitation block."
 )
-
-
-def block_differences(excitations: Sequence[np.ndarray], average: Sequence[np.ndarray]) -> list[float]:
-    """Per SE block, the mean absolute difference between an image's channel weights and the class average (0-1)."""
-    return [
-        float(np.mean(np.abs(np.asarray(e, np.float64) - np.asarray(a, np.float64))))
-        for e, a in zip(excitations, average, strict=True)
-    ]
 
 
 BAND = 1.25  # vertical room per SE block in the channel plot (excitations lie in [0, 1])

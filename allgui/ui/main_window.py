@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from allgui import DISCLAIMER, __version__
+from allgui.core.models.base import ReviewPolicy
 from allgui.core.models.store import ModelStore
 from allgui.core.settings import Settings, load_settings, save_settings
 from allgui.ui.model_controller import ModelController
@@ -244,14 +245,14 @@ class MainWindow(QMainWindow):
             self.models.load(model_id)
 
     def _apply_review_threshold(self) -> None:
-        """A technician's own threshold replaces the model's (kept in its manifest) while the app runs."""
+        """A technician's own threshold replaces the model's while the app runs; without one, the model's own (its
+        manifest's, as loading set it) comes back."""
         loaded = self.models.current
         if loaded is None:
             return
-        if not hasattr(loaded, "own_review"):
-            loaded.own_review = loaded.classifier.review.min_confidence
         value = self.settings.review_threshold
-        loaded.classifier.review.min_confidence = loaded.own_review if value is None else value
+        own = ReviewPolicy.from_dict(loaded.manifest.get("review")).min_confidence
+        loaded.classifier.review.min_confidence = own if value is None else value
 
     def edit_preferences(self, dialog: Any = None) -> None:
         from allgui.ui.preferences import PreferencesDialog

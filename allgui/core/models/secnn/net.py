@@ -1,4 +1,4 @@
-"""The squeeze-and-excitation CNN itself (a plain ``torch.nn.Module``; training lives in :mod:`.secnn`).
+"""The squeeze-and-excitation CNN itself (a plain ``torch.nn.Module``; training lives in :mod:`.trainer`).
 
 Each block is convolution(s) + BatchNorm + ReLU, then an SE block, then 2x2 max pooling. The SE block squeezes each
 channel to one number (global average pool), excites through two small fully connected layers (reduction ``r``,

@@ -1,0 +1,132 @@
+"""The review tab's work in the thread pool: plain core calls, each run by :class:`~allgui.ui.workers.TaskRunner`
+with a :class:`~allgui.ui.workers.Task` for progress, partial results and cancelling."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from allgui.core.attention import ClassAverage, class_average
+from allgui.core.duplicates import DuplicateGroup, find_groups
+from allgui.core.hashing import HashRecord, hash_images
+from allgui.core.imageio import ImageReadError
+from allgui.core.models.base import Attention, Classifier, Prediction
+from allgui.core.progress import check
+from allgui.core.scan import ScanResult, scan_images
+from allgui.ui.workers import Task
+
+BATCH = 32
+HASH_WORKERS = 2  # 4 hashed no faster next to the GUI thread, and starved it of the GIL at the start
+HASH_DELAY_S = 0.05
+WARM_SIZE = 64  # pixels of the image whose attention builds the attention plot's items ahead of the first click
+AVERAGES_MESSAGE = "comparing attention with typical images of each class"
+
+# What the class-average task gives: per predicted class the mean excitations (with their image count), and per
+# class and block the usual distance of its images from that mean.
+ClassAverages = tuple[dict[int, ClassAverage], dict[int, list[float]]]
+
+
+def has_attention(classifier: Classifier | None) -> bool:
+    return classifier is not None and type(classifier).attention is not Classifier.attention
+
+
+def scan_task(task: Task, paths: Sequence[Path]) -> ScanResult:
+    return scan_images(paths, task.progress, task.cancel)
+
+
+def hash_task(task: Task, paths: Sequence[Path], threshold: int) -> tuple[list[HashRecord], list[DuplicateGroup]]:
+    # Let the GUI thread paint the new list and image first: the hashing threads would slow that paint (GIL).
+    time.sleep(HASH_DELAY_S)
+    check(task.cancel)
+    records = hash_images(
+        paths,
+        progress=lambda d, t, m: task.progress(d, t, f"duplicates: {m}"),
+        cancel=task.cancel,
+        workers=HASH_WORKERS,
+    )
+    return records, find_groups(records, threshold)
+
+
+def batch_predict(classifier: Classifier) -> Callable[[list[Image.Image]], list[Prediction]]:
+    """The SE-CNN's fast batched path (allgui.core.inference; same predictions, to bfloat16 rounding where the CPU
+    uses it) where it applies, else ``predict``."""
+    if "allgui.core.models.secnn" in sys.modules:  # only then can the classifier be an SE-CNN; spares torch otherwise
+        from allgui.core.inference import fast_path
+
+        fast = fast_path(classifier)
+        if fast is not None:
+            return fast.predict
+    return classifier.predict
+
+
+def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> int:
+    """Predict in batches; each image becomes ``(index, prediction, None)`` or ``(index, None, error)``."""
+    total = len(paths)
+    predict = batch_predict(classifier)
+    for start in range(0, total, BATCH):
+        check(task.cancel)
+        images, indices = [], []
+        for index in range(start, min(start + BATCH, total)):
+            try:
+                images.append(classifier.read(paths[index]))
+                indices.append(index)
+            except ImageReadError as error:
+                task.partial((index, None, error.reason))
+        if images:
+            for index, prediction in zip(indices, predict(images), strict=True):
+                task.partial((index, prediction, None))
+        done = min(start + BATCH, total)
+        task.progress(done, total, f"classified {done} of {total} images")
+    return total
+
+
+def attention_task(task: Task, classifier: Classifier, path: Path, key: Any) -> tuple[Any, Attention | None]:
+    return key, classifier.attention(classifier.read(path))
+
+
+def prefetch_task(task: Task, classifier: Classifier, wanted: list[tuple[Any, Path]], cache: dict) -> int:
+    """Fill the attention cache for images the technician is likely to open next (plain dict writes are atomic)."""
+    for key, path in wanted:
+        check(task.cancel)
+        if key not in cache:
+            try:
+                cache[key] = classifier.attention(classifier.read(path))
+            except ImageReadError:
+                continue
+    return len(wanted)
+
+
+def warm_attention_task(task: Task, classifier: Classifier) -> Attention | None:
+    """The model's attention for a plain grey image: only its block layout matters (see
+    AttentionController.warm)."""
+    return classifier.attention(Image.new("RGB", (WARM_SIZE, WARM_SIZE), (200, 190, 210)))
+
+
+def class_average_task(task: Task, classifier: Classifier, by_class: dict[int, list[Path]]) -> ClassAverages:
+    """Per predicted class, over a sample of its loaded images: the mean SE excitation per block, with the number of
+    images, and how far those images usually lie from that mean (:func:`allgui.core.attention.class_average`)."""
+    averages: dict[int, ClassAverage] = {}
+    typical: dict[int, list[float]] = {}
+    total = sum(len(paths) for paths in by_class.values())
+    done = 0
+    for class_index, paths in by_class.items():
+        images = []
+        for path in paths:
+            check(task.cancel)
+            done += 1
+            try:
+                attention = classifier.attention(classifier.read(path))
+            except ImageReadError:
+                continue
+            if attention is None:
+                return {}, {}
+            images.append(attention.excitations)
+            task.progress(done, total, AVERAGES_MESSAGE)
+        if images:
+            averages[class_index], typical[class_index] = class_average(images)
+    return averages, typical
