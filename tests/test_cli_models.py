@@ -4,6 +4,7 @@ training stops cleanly and keeps the best checkpoint."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def test_train_list_show_activate_import(small_data: Path, tmp_path: Path, isola
     assert trained.returncode == 0, trained.stderr
     assert "held-out accuracy" in trained.stderr and "saved model svm-a" in trained.stdout
     manifest = json.loads(run_cli("models", "show", "svm-a", "--json").stdout)
-    assert manifest["kind"] == "svm" and manifest["metrics"]["n"] > 0
-    assert manifest["training"]["holdout_images"] == manifest["metrics"]["n"]
+    assert manifest["kind"] == "svm" and manifest["metrics"]["held_out"]["n"] > 0
+    assert manifest["training"]["held_out_images"] == manifest["metrics"]["held_out"]["n"]
 
     outside = tmp_path / "colleague-model"
     trained = run_cli("train", small_data, "--model", "color-baseline", "--holdout", "0", "--out", outside)
@@ -116,9 +117,56 @@ def test_an_se_cnn_trains_with_the_shipped_recipe_unless_told_otherwise() -> Non
     import argparse
 
     from allgui.cli.train import model_options
-    from allgui.core.models.recipes import SECNN_RECIPE
+    from allgui.core.models.secnn.options import RECIPE as SECNN_RECIPE
 
     args = argparse.Namespace(model="secnn", image_size=24, epochs=3, device="cpu")
     assert model_options(args) == {**SECNN_RECIPE, "image_size": 24, "epochs": 3, "device": "cpu"}
     args = argparse.Namespace(model="svm", image_size=None, epochs=None, device="cpu")
     assert model_options(args) == {}
+
+
+# ---- manifests saved before the run schema ---------------------------------------------------------------------
+
+HELD_OUT = {"n": 48, "accuracy": 0.8125, "f1_macro": 0.8, "per_class_recall": {"Benign": 0.5, "Pro-B": 1.0}}
+OLD_SHAPES = {
+    # allgui train before the schema: flat metrics, training.holdout_images
+    "cli-old": (
+        {"data_root": "/data/lab", "counts": {"Benign": 60}, "train_images": 160, "holdout_images": 48},
+        {**HELD_OUT, "evaluated_on": "block hold-out: last 15% of captures per class"},
+    ),
+    # the retraining wizard before the schema: metrics.held_out, training.test_images and test_fraction
+    "wizard-old": (
+        {"data_root": "/data/lab", "train_images": 160, "test_images": 48, "test_fraction": 0.15, "split": "blocks"},
+        {"held_out": HELD_OUT},
+    ),
+}
+
+
+@pytest.mark.parametrize("model_id", list(OLD_SHAPES))
+def test_a_model_saved_in_an_older_shape_loads_and_shows_its_accuracy(
+    model_id: str, isolated_home: Path, run_cli
+) -> None:
+    from allgui.core.models.run_record import RunRecord
+    from allgui.core.models.summary import summary_rows
+    from allgui.resources import shipped_models_dir
+
+    folder = isolated_home / "models" / model_id
+    shutil.copytree(shipped_models_dir() / "svm-taleqani", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    training, metrics = OLD_SHAPES[model_id]
+    manifest.update(id=model_id, training=training, metrics=metrics)
+    manifest.pop("run_schema", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    before = (folder / "manifest.json").read_bytes()
+
+    loaded = load_model(folder)  # the protected digest does not cover these blocks: it still loads
+    record = RunRecord.read(loaded.manifest)
+    assert record.held_out["accuracy"] == 0.8125 and record.training.held_out_images == 48
+    assert record.training.train_images == 160 and record.training.data_root == "/data/lab"
+    row = next(line for line in run_cli("models", "list").stdout.splitlines() if model_id in line)
+    assert "81.2%" in row
+    rows = dict(summary_rows(loaded.manifest))
+    assert rows["Held-out accuracy"] == "81.2% on 48 images; macro-F1 0.800"
+    assert rows["Recall per class"] == "Benign 50.0%, Pro-B 100.0%"
+    assert rows["Trained on"].startswith("160 images of /data/lab")
+    assert (folder / "manifest.json").read_bytes() == before  # migrated in memory, never rewritten

@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from allgui.core.dataset import load_labelled
 from allgui.core.models import calibration
 from allgui.core.models.secnn import DEFAULTS
-from allgui.core.splits import block_split
-from training import record
+from training import harness, record
 from training.precision_check import figures
-from training.recipe import DATA_DEFAULT
 from training.review_rule import outputs
 
 
@@ -40,19 +36,15 @@ def measure(members: list[dict[str, Any]], truth: np.ndarray, names: list[str]) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("models", nargs="+", type=harness.named_model, help="NAME=MODEL_DIR")
+    harness.add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("training/results/ensemble.json"))
     args = parser.parse_args(argv)
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    train, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
-    truth = data.labels[test]
-    names = [data.paths[i].name for i in test]
+    split = harness.held_out(args.data)
+    truth, names = split.truth, split.names
     members, rows = [], []
-    for entry in args.models:
-        name, _, folder = entry.partition("=")
-        members.append(outputs(Path(folder), data, prepared.group_ids, train, test))
+    for name, folder in args.models:
+        members.append(outputs(folder, split.data, split.prepared.group_ids, split.train, split.test))
         if not np.array_equal(members[-1]["validation_indices"], members[0]["validation_indices"]):
             raise SystemExit(f"{name} has another validation part than the first model")
         rows.append({"model": name, **measure(members[-1:], truth, names)})
@@ -63,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             **record.stamp("training.ensemble_check", argv),
-            "heldout": f"last 15% of each class by capture number ({len(test)} images), duplicate groups whole",
+            "heldout": split.describe(),
             "models": rows,
         },
     )

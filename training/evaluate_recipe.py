@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from allgui.core.dataset import load_labelled
-from allgui.core.models import store
-from allgui.core.models.secnn import SECNNClassifier
-from allgui.core.splits import block_split
-from training import record
+from allgui.core.training_run import TrainingRequest, run_training, save_result
+from training import harness, record
 from training.heldout import evaluate_model, greyscale
-from training.recipe import DATA_DEFAULT, RECIPE
+from training.recipe import RECIPE
 
 
 def colour_baseline(train_paths, train_labels, test_paths, truth) -> dict:
@@ -60,28 +55,20 @@ def heldout_figures(model, data, train, test, log, baseline: bool = True) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    harness.add_data_argument(parser)
     parser.add_argument("--options", default="{}", help="JSON object of SE-CNN options overriding the recipe")
     parser.add_argument("--name", default="heldout")
     parser.add_argument("--out", type=Path, default=Path("training/results"))
-    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=harness.HELD_OUT_FRACTION)
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
     options = {**RECIPE, **json.loads(args.options)}
     torch.set_num_threads(max(1, int(options.get("threads") or 1)))
 
-    def log(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    train, test = block_split(data.labels, data.numbers, prepared.group_ids, args.test_fraction)
-    log(
-        f"{len(train)} training, {len(test)} held-out images (last {args.test_fraction:.0%} per class, "
-        f"{len(prepared.groups)} duplicate groups kept whole); options {options}"
-    )
-    model = SECNNClassifier(**options)
-    summary = model.fit([data.paths[i] for i in train], data.labels[train], groups=prepared.group_ids[train], log=log)
+    log = harness.log
+    log(f"SE-CNN options {options}; last {args.test_fraction:.0%} of each class held out, duplicate groups whole")
+    run = run_training(TrainingRequest("secnn", args.data, options, held_out_fraction=args.test_fraction), log=log)
+    data, train, test = run.data.dataset, run.train_indices, run.held_out_indices
     truth = data.labels[test]
     result = {
         "name": args.name,
@@ -93,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             "heldout": len(test),
             "heldout_per_class": {int(k): int(v) for k, v in zip(*np.unique(truth, return_counts=True), strict=True)},
         },
-        "fit": {k: v for k, v in summary.items() if k != "options"},
+        "fit": {k: v for k, v in run.summary.items() if k != "options"},
         "options": options,
-        **heldout_figures(model, data, train, test, log, baseline=not args.no_baseline),
+        **heldout_figures(run.classifier, data, train, test, log, baseline=not args.no_baseline),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     record.write(args.out / f"{args.name}.json", result)
-    store.save_model(model, args.out / args.name, model_id=f"secnn-{args.name}", fit=result["fit"])
+    run.summary = result["fit"]
+    save_result(run, f"secnn-{args.name}", folder=args.out / args.name)
     log(f"wrote {args.out / (args.name + '.json')}")
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,10 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from allgui.core import metrics
-from allgui.core.dataset import load_labelled
 from allgui.core.inference import PRECISIONS, FastSECNN, bfloat16_supported
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import MANIFEST, load_model
-from allgui.core.splits import block_split
-from training import record
-from training.recipe import DATA_DEFAULT
+from training import harness, record
 
 
 def load(folder: Path) -> SECNNClassifier:
@@ -78,27 +74,23 @@ def compare(folder: Path, paths: list[Path], truth: np.ndarray) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    harness.add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("training/results/precision.json"))
     args = parser.parse_args(argv)
     if not bfloat16_supported():
         print("this CPU has no bfloat16 units: the fast path stays in float32 here, nothing to check")
         return 2
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    _, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
-    paths = [data.paths[i] for i in test]
-    truth = data.labels[test]
+    split = harness.held_out(args.data)
     results = []
     for folder in args.models:
-        result = compare(folder, paths, truth)
+        result = compare(folder, split.paths, split.truth)
         results.append(result)
         print(json.dumps(result))
     record.write(
         args.out,
         {
             **record.stamp("training.precision_check", argv),
-            "heldout": "last 15% of each class by capture number, duplicate groups whole",
+            "heldout": split.describe(),
             "results": results,
         },
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -18,30 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from allgui.core.dataset import load_labelled
 from allgui.core.models.store import load_model
-from allgui.core.splits import block_split
-from training.recipe import DATA_DEFAULT
+from training import harness
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("models", nargs="+", type=harness.named_model, help="NAME=MODEL_DIR")
+    harness.add_data_argument(parser)
     parser.add_argument("--fraction", type=float, default=0.075)
     parser.add_argument("--what", default="")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    _, test = block_split(data.labels, data.numbers, prepared.group_ids, args.fraction)
-    truth = data.labels[test]
-    names = [data.paths[i].name for i in test]
+    split = harness.held_out(args.data, args.fraction)
+    test, truth, names = split.test, split.truth, split.names
     models, wrong_sets = [], []
-    for entry in args.models:
-        name, _, folder = entry.partition("=")
+    for name, folder in args.models:
         classifier = load_model(folder).classifier
-        predictions = classifier.predict([classifier.read(data.paths[i]) for i in test])
+        predictions = classifier.predict([classifier.read(path) for path in split.paths])
         predicted = np.array([p.predicted for p in predictions])
         flagged = np.array([p.needs_review for p in predictions])
         wrong = predicted != truth

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from allgui.core.models.recipes import SECNN_RECIPE
+from allgui.core.models.secnn.options import RECIPE as SECNN_RECIPE
 
 # The data sits beside the repository: ../shared/data/taleqani-all.
 DATA_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "taleqani-all"

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from allgui.core.dataset import load_labelled
 from allgui.core.models import calibration
 from allgui.core.models.secnn import DEFAULTS
-from allgui.core.splits import block_split
-from training import record
+from training import harness, record
 from training.precision_check import load
-from training.recipe import DATA_DEFAULT
 
 # (name, share of validation images below the confidence minimum, share of validation malignant calls alerted)
 RULES = (
@@ -68,24 +64,21 @@ def compare(folder: Path, data, groups: np.ndarray, train: np.ndarray, test: np.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("models", nargs="+", type=harness.named_model, help="NAME=MODEL_DIR")
+    harness.add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("training/results/review-rule.json"))
     parser.add_argument("--designed-on", nargs="*", default=[], help="NAMEs of the models the rule was designed on")
     args = parser.parse_args(argv)
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    train, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
+    split = harness.held_out(args.data)
     models = []
-    for entry in args.models:
-        name, _, folder = entry.partition("=")
-        models.append({"model": name, **compare(Path(folder), data, prepared.group_ids, train, test)})
+    for name, folder in args.models:
+        models.append({"model": name, **compare(folder, split.data, split.prepared.group_ids, split.train, split.test)})
         print(json.dumps(models[-1]), flush=True)
     record.write(
         args.out,
         {
             **record.stamp("training.review_rule", argv),
-            "heldout": f"last 15% of each class by capture number ({len(test)} images), duplicate groups whole",
+            "heldout": split.describe(),
             "designed_on": args.designed_on,
             "models": models,
         },

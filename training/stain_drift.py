@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from allgui.core.dataset import load_labelled
-from allgui.core.splits import block_split
-from training import record
+from training import harness, record
 from training.precision_check import figures, load
-from training.recipe import DATA_DEFAULT
 
 STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.5)
 DIRECTIONS = 6
@@ -74,24 +70,21 @@ def measure(model, images: list[np.ndarray], truth: np.ndarray) -> list[dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    parser.add_argument("models", nargs="+", type=harness.named_model, help="NAME=MODEL_DIR")
+    harness.add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("training/results/stain-drift.json"))
     args = parser.parse_args(argv)
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    _, test = block_split(data.labels, data.numbers, prepared.group_ids, 0.15)
+    split = harness.held_out(args.data)
     models = []
-    for entry in args.models:
-        name, _, folder = entry.partition("=")
-        model = load(Path(folder))
-        images = [np.asarray(model.read(data.paths[i]), dtype=np.float64) for i in test]
-        models.append({"model": name, "rows": measure(model, images, data.labels[test])})
+    for name, folder in args.models:
+        model = load(folder)
+        images = [np.asarray(model.read(path), dtype=np.float64) for path in split.paths]
+        models.append({"model": name, "rows": measure(model, images, split.truth)})
     record.write(
         args.out,
         {
             **record.stamp("training.stain_drift", argv),
-            "heldout": f"last 15% of each class by capture number ({len(test)} images), duplicate groups whole",
+            "heldout": split.describe(),
             "models": models,
         },
     )

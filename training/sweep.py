@@ -54,20 +54,18 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 
 
 def write_split(data: Path, out: Path) -> None:
-    from allgui.core.dataset import load_labelled
-    from allgui.core.splits import block_split
+    from training import harness
 
-    prepared = load_labelled(data)
-    dataset = prepared.dataset
-    train, test = block_split(dataset.labels, dataset.numbers, prepared.group_ids, 0.15)
+    split = harness.held_out(data)
+    dataset = split.data
     out.write_text(
         json.dumps(
             {
                 "paths": [str(Path(p).relative_to(data)) for p in dataset.paths],
                 "labels": [int(v) for v in dataset.labels],
-                "groups": [int(v) for v in prepared.group_ids],
-                "train": [int(i) for i in train],
-                "test": [int(i) for i in test],
+                "groups": [int(v) for v in split.prepared.group_ids],
+                "train": [int(i) for i in split.train],
+                "test": [int(i) for i in split.test],
             }
         ),
         encoding="utf-8",

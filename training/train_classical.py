@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-from allgui.core.dataset import load_labelled
 from allgui.core.experiments import EXPERIMENTS, SPLIT_LABELS
-from allgui.core.imageio import read_rgb
-from allgui.core.metrics import evaluate
-from allgui.core.models import registry, store
-from allgui.core.splits import block_split
+from allgui.core.models import store
+from allgui.core.models.run_record import RunRecord, TrainingInfo
+from allgui.core.training_run import TrainingRequest, run_training
 from allgui.resources import shipped_models_dir
-from training.recipe import DATA_DEFAULT
+from training import harness
 
 SHIPPED = {"svm": "svm-taleqani", "rf": "rf-taleqani", "cnn-hash-svm": "cnn-hash-svm-taleqani"}
 SIZE_LIMIT = 50 * 1024 * 1024  # all shipped weights together
@@ -38,59 +34,49 @@ def folder_size(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    harness.add_data_argument(parser)
     parser.add_argument("--comparison", type=Path, default=Path("runs/compare-full/results.json"))
     parser.add_argument("--kinds", nargs="+", choices=list(SHIPPED), default=list(SHIPPED))
     parser.add_argument("--out", type=Path, default=shipped_models_dir())
     args = parser.parse_args(argv)
-
-    def log(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+    log = harness.log
 
     comparison = json.loads(args.comparison.read_text()) if args.comparison.is_file() else None
     rows = {r["name"]: r for r in (comparison or {}).get("experiments", [])}
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    log(f"{len(data)} images, {len(prepared.groups)} duplicate groups")
     specs = {spec.name: spec for spec in EXPERIMENTS}
     for kind in args.kinds:
         spec = specs[kind]
         options = {**spec.options, **SHIPPED_OPTIONS.get(kind, {})}
         row = rows.get(kind, {})
-        metrics: dict[str, Any] = {}
+        held_out: dict[str, Any] = {}
         if kind in SHIPPED_OPTIONS:
-            train_idx, test_idx = block_split(data.labels, data.numbers, prepared.group_ids)
-            probe = registry.create(kind, **options)
-            probe.fit([data.paths[i] for i in train_idx], data.labels[train_idx], groups=prepared.group_ids[train_idx])
-            probabilities = probe.predict_proba([read_rgb(data.paths[i]) for i in test_idx])
-            metrics = {**evaluate(data.labels[test_idx], probabilities), "evaluation": SPLIT_LABELS["blocks"]}
-            log(f"{kind}: shipped settings {options}: held-out accuracy {metrics['accuracy']:.3f}")
+            probe = run_training(TrainingRequest(kind, args.data, options), log=log)
+            held_out = {**probe.metrics, "evaluated_on": SPLIT_LABELS["blocks"]}
+            log(f"{kind}: shipped settings {options}: held-out accuracy {held_out['accuracy']:.3f}")
         elif "metrics" in row:
-            metrics = {
+            held_out = {
                 **row["metrics"],
-                "evaluation": f"held-out later capture blocks ({comparison['split']['label']}); same configuration "
+                "evaluated_on": f"held-out later capture blocks ({comparison['split']['label']}); same configuration "
                 "trained on the other images; see docs/comparison.md",
             }
-        model = registry.create(kind, **options)
-        started = time.perf_counter()
-        summary = model.fit(data.paths, data.labels, groups=prepared.group_ids, log=log)
-        log(f"{kind}: trained in {time.perf_counter() - started:.0f} s")
-        training = {
-            "data": args.data.name,
-            "images": len(data),
-            "per_class": data.counts(),
-            "duplicate_groups": len(prepared.groups),
-            "unreadable": len(prepared.unreadable),
-            "note": "trained on all images; metrics are from the comparison's held-out block",
-        }
+        run = run_training(TrainingRequest(kind, args.data, options, held_out_fraction=0.0), log=log)
+        log(f"{kind}: trained in {run.fit_seconds:.0f} s")
+        training = TrainingInfo(
+            data=args.data.name,
+            counts=run.record.training.counts,
+            train_images=run.record.training.train_images,
+            held_out_fraction=0.0,
+            duplicate_groups=run.record.training.duplicate_groups,
+            unreadable=run.record.training.unreadable,
+            note="trained on all images; metrics are from the comparison's held-out block",
+        )
         folder = args.out / SHIPPED[kind]
         store.save_model(
-            model,
+            run.classifier,
             folder,
             model_id=SHIPPED[kind],
-            training=training,
-            metrics=metrics,
-            fit=summary,
+            record=RunRecord(training, held_out),
+            fit=run.summary,
             extra={"reproduce": f"python -m training.train_classical --kinds {kind}"},
         )
         log(f"{kind}: wrote {folder} ({folder_size(folder) / 1e6:.1f} MB)")

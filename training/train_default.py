@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from allgui.core.dataset import load_labelled
 from allgui.core.models import store
+from allgui.core.models.run_record import RunRecord, TrainingInfo
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.splits import block_split
+from allgui.core.training_run import TrainingRequest, run_training
 from allgui.resources import shipped_models_dir
-from training import record
+from training import harness, record
 from training.evaluate_recipe import heldout_figures
 from training.model_card import write_card
 from training.precision_check import figures
-from training.recipe import DATA_DEFAULT, RECIPE
+from training.recipe import RECIPE
 
 MODEL_ID = "secnn-default"
 HELDOUT_FRACTION = 0.15
@@ -54,7 +53,7 @@ def newest_figures(model: SECNNClassifier, paths: list[Path], truth: np.ndarray)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALLGUI_TEST_DATA", DATA_DEFAULT)))
+    harness.add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=shipped_models_dir() / MODEL_ID)
     parser.add_argument(
         "--all",
@@ -64,31 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", type=Path, help="package this evaluate_recipe model folder instead of training")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, int(RECIPE.get("threads") or 1)))
+    log = harness.log
+    fraction = 0.0 if args.all else HELDOUT_FRACTION
 
-    def log(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    prepared = load_labelled(args.data)
-    data = prepared.dataset
-    if args.all:
-        train, test = list(range(len(data))), []
+    if args.reuse is None:
+        log(f"recipe {RECIPE}")
+        run = run_training(TrainingRequest("secnn", args.data, RECIPE, held_out_fraction=fraction), log=log)
+        model, prepared, train, test = run.classifier, run.data, run.train_indices, run.held_out_indices
+        summary = {k: v for k, v in run.summary.items() if k != "options"}
     else:
-        train, test = block_split(data.labels, data.numbers, prepared.group_ids, HELDOUT_FRACTION)
-    log(f"{len(train)} training images, {len(test)} held out, of {len(data)} in {args.data}; recipe {RECIPE}")
-
-    if args.reuse is not None:
+        split = harness.held_out(args.data, HELDOUT_FRACTION)
+        prepared = split.prepared
+        train, test = (np.arange(len(split.data)), np.zeros(0, dtype=int)) if args.all else (split.train, split.test)
         loaded = store.load_model(args.reuse)
         model = loaded.classifier
         if not isinstance(model, SECNNClassifier) or any(model.options[k] != v for k, v in RECIPE.items()):
             raise SystemExit(f"{args.reuse} was not trained with the recipe {RECIPE}")
         summary = dict(loaded.manifest.get("fit", {}))
         log(f"packaging {args.reuse} (trained {summary.get('fit_seconds')} s, {summary.get('epochs_run')} epochs)")
-    else:
-        model = SECNNClassifier(**RECIPE)
-        summary = model.fit(
-            [data.paths[i] for i in train], data.labels[train], groups=prepared.group_ids[train], log=log
-        )
-        summary = {k: v for k, v in summary.items() if k != "options"}
+    data = prepared.dataset
+    log(f"{len(train)} training images, {len(test)} held out, of {len(data)} in {args.data}")
 
     if args.all:
         heldout = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else None
@@ -110,30 +104,28 @@ def main(argv: list[str] | None = None) -> int:
         }
         record.write(RESULTS, heldout)
 
-    training: dict[str, Any] = {
-        "data": args.data.name,
-        "images": len(train),
-        "per_class": {name: int(v) for name, v in data.subset(train).counts().items()},
-        "heldout_images": len(test),
-        "duplicate_groups": len(prepared.groups),
-        "unreadable": len(prepared.unreadable),
-        "validation": (
+    training = TrainingInfo(
+        data=args.data.name,
+        counts={name: int(v) for name, v in data.subset(train).counts().items()},
+        train_images=len(train),
+        held_out_images=len(test),
+        held_out_fraction=fraction,
+        duplicate_groups=len(prepared.groups),
+        unreadable=len(prepared.unreadable),
+        validation=(
             "the last 15% of each class by capture number, duplicate groups whole: the newest sessions"
             if args.all
             else "the last 15% of each class's training images by capture number, duplicate groups whole"
         ),
-    }
-    metrics: dict[str, Any] = {}
+    )
+    held_out: dict[str, Any] = {}
+    more: dict[str, Any] = {}
     if heldout is not None:
-        metrics = {
-            "evaluation": "last 15% of each class by capture number, never seen in training"
-            + (" (by the held-out run of this recipe)" if args.all else ""),
-            "heldout": heldout["heldout"],
-            "review": heldout["review"],
-            "foreign": heldout["foreign"],
-            "shortcut_tests": heldout["shortcut_tests"],
-            "colour_baseline": heldout.get("colour_baseline"),
-        }
+        evaluation = "last 15% of each class by capture number, never seen in training" + (
+            " (by the held-out run of this recipe)" if args.all else ""
+        )
+        held_out = {**heldout["heldout"], "evaluated_on": evaluation}
+        more = {key: heldout.get(key) for key in ("review", "foreign", "shortcut_tests", "colour_baseline")}
     if args.all:
         # The newest 15% were this model's validation part: not an independent test (they chose the checkpoint
         # and fitted the thresholds), but the only figures on the shipped weights themselves.
@@ -141,14 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         if summary.get("validation_images") != len(newest):
             # e.g. --reuse of a held-out model: these images were not its validation part
             raise SystemExit(f"the model's validation part is not the newest {HELDOUT_FRACTION:.0%} of each class")
-        metrics["newest_blocks"] = newest_figures(model, [data.paths[i] for i in newest], data.labels[newest])
+        more["newest_blocks"] = newest_figures(model, [data.paths[i] for i in newest], data.labels[newest])
     store.save_model(
         model,
         args.out,
         model_id=MODEL_ID,
         title="SE-CNN (shipped default)",
-        training=training,
-        metrics=metrics,
+        record=RunRecord(training, held_out, more),
         fit=summary,
         extra={
             "default": True,

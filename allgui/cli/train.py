@@ -9,7 +9,7 @@ from typing import Any
 
 from allgui.cli.interrupt import interrupt_cancels
 from allgui.cli.terminal import MAP_HELP, TerminalProgress, parse_mapping
-from allgui.core.progress import Cancelled, CancelToken
+from allgui.core.progress import Cancelled, CancelToken, ProgressState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,45 +34,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``--model`` with the settings given on the command line, where that kind keeps them."""
     from allgui.cli.main import UsageError
-    from allgui.core.models.recipes import SECNN_RECIPE
-    from allgui.core.models.registry import kind_info
+    from allgui.core.models.registry import kind_info, kinds_taking, training_options
 
-    # An SE-CNN trains with the shipped default model's recipe unless told otherwise.
-    options: dict[str, Any] = dict(SECNN_RECIPE) if args.model == "secnn" else {}
-    torch_kind = kind_info(args.model).needs_torch
-    if args.image_size is not None:
-        if not 8 <= args.image_size <= 1024:
-            raise UsageError("--image-size must be between 8 and 1024")
-        if args.model == "cnn-hash-svm":
-            options.setdefault("cnn", {})["image_size"] = args.image_size
-        else:
-            options["image_size"] = args.image_size
+    taken = kind_info(args.model).settings
+    if args.image_size is not None and not 8 <= args.image_size <= 1024:
+        raise UsageError("--image-size must be between 8 and 1024")
     if args.epochs is not None:
-        if not torch_kind:
-            raise UsageError(f"--epochs applies to secnn and cnn-hash-svm, not {args.model}")
+        if "epochs" not in taken:
+            raise UsageError(f"--epochs applies to {' and '.join(kinds_taking('epochs'))}, not {args.model}")
         if args.epochs < 1:
             raise UsageError("--epochs must be at least 1")
-        if args.model == "cnn-hash-svm":
-            options.setdefault("cnn", {})["epochs"] = args.epochs
-        else:
-            options["epochs"] = args.epochs
-    if torch_kind:
-        options["device"] = args.device
-    return options
+    # An SE-CNN trains with the shipped default model's recipe unless told otherwise.
+    return training_options(args.model, {"image_size": args.image_size, "epochs": args.epochs, "device": args.device})
+
+
+class PhaseLines:
+    """The run's progress as the terminal lines ``allgui train`` has always drawn: scanning, then training."""
+
+    def __init__(self, kind: str) -> None:
+        self.scanning = TerminalProgress("scanning")
+        self.training = TerminalProgress(f"training {kind}")
+
+    def __call__(self, state: ProgressState) -> None:
+        line = self.scanning if state.phase == "checking images" else self.training
+        line(state.done, state.total, state.message)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from allgui.cli.main import UsageError
     from allgui.core.classes import UnknownClassFolderError
-    from allgui.core.dataset import load_labelled
-    from allgui.core.metrics import evaluate
     from allgui.core.models.manifest import model_id_problem
-    from allgui.core.models.registry import create
-    from allgui.core.models.store import ModelLoadError, ModelStore, is_model_folder, new_model_id, save_model
-    from allgui.core.splits import block_split
+    from allgui.core.models.store import ModelLoadError, ModelStore, is_model_folder, new_model_id
+    from allgui.core.training_run import TrainingRequest, run_training, save_result
 
     data_root = Path(args.data)
     if not data_root.is_dir():
@@ -92,71 +87,34 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    request = TrainingRequest(
+        args.model, data_root, options, mapping, held_out_fraction=args.holdout, keep_on_cancel=True
+    )
     token = CancelToken()
     with interrupt_cancels(token, "stopping after the current step; the best checkpoint so far is kept"):
         try:
-            data = load_labelled(data_root, mapping, progress=TerminalProgress("scanning"), cancel=token)
+            result = run_training(request, on_state=PhaseLines(args.model), cancel=token, log=log)
         except UnknownClassFolderError as error:
             raise UsageError(str(error)) from None
         except Cancelled:
             log("stopped before training started; nothing was saved")
             return 130
-        dataset = data.dataset
-        if args.holdout > 0:
-            train_idx, test_idx = block_split(dataset.labels, dataset.numbers, data.group_ids, args.holdout)
-        else:
-            train_idx, test_idx = np.arange(len(dataset)), np.zeros(0, dtype=int)
-        log(
-            f"{len(dataset)} images ({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}); "
-            f"training on {len(train_idx)}, holding out {len(test_idx)} later captures"
-        )
-        model = create(args.model, **options)
-        cancelled = False
-        try:
-            summary = model.fit(
-                [dataset.paths[i] for i in train_idx],
-                dataset.labels[train_idx],
-                groups=data.group_ids[train_idx],
-                progress=TerminalProgress(f"training {args.model}"),
-                cancel=token,
-                log=log,
-            )
-        except Cancelled:
-            cancelled = True
-            summary = dict(getattr(model, "fit_summary", {}) or {}, cancelled=True)
-    metrics: dict[str, Any] = {}
-    if len(test_idx):
-        try:
-            images = [model.read(dataset.paths[i]) for i in test_idx]
-            metrics = evaluate(dataset.labels[test_idx], model.predict_proba(images))
-            metrics["evaluated_on"] = f"block hold-out: last {args.holdout:.0%} of captures per class"
-        except RuntimeError:
-            metrics = {}  # cancelled before any checkpoint: nothing to evaluate
-    training = {
-        "data_root": str(data_root.resolve()),
-        "counts": dataset.counts(),
-        "train_images": int(len(train_idx)),
-        "holdout_images": int(len(test_idx)),
-        "duplicate_groups": len(data.groups),
-        "unreadable": len(data.unreadable),
-        "cancelled": cancelled,
-    }
     try:
-        if args.out:
-            save_model(model, Path(args.out), model_id=model_id, training=training, metrics=metrics, fit=summary)
-            folder = Path(args.out)
-        else:
-            folder = ModelStore().save(model, model_id, training=training, metrics=metrics, fit=summary).folder
+        folder = save_result(
+            result, model_id, folder=Path(args.out) if args.out else None, store=None if args.out else ModelStore()
+        )
     except RuntimeError as error:
         log(f"stopped before the first checkpoint; nothing was saved ({error})")
         return 130
     except (ModelLoadError, ValueError, OSError) as error:  # e.g. a value loading would refuse, a full disk
         log(f"allgui train: the trained model could not be saved: {error}")
         return 1
+    metrics = result.metrics
     if metrics:
         log(
             f"held-out accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1_macro']:.3f}, "
             f"weighted F1 {metrics['f1_weighted']:.3f} on {metrics['n']} images"
         )
-    print(f"{'stopped early; kept the best checkpoint as' if cancelled else 'saved'} model {model_id} in {folder}")
-    return 130 if cancelled else 0
+    stopped = "stopped early; kept the best checkpoint as" if result.cancelled else "saved"
+    print(f"{stopped} model {model_id} in {folder}")
+    return 130 if result.cancelled else 0

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from allgui.core.models.registry import KINDS
+from allgui.core.models.registry import KINDS, setting_value
+from allgui.core.models.run_record import RunRecord
 from allgui.core.progress import Phase
 
 # Seconds per image of the steps around the training itself, measured on a two-core CPU. They only set each phase's
@@ -44,21 +45,21 @@ def recorded_epoch_cost(manifests: Iterable[Mapping[str, Any]], kind: str) -> Ep
     training time: fit seconds / (training images x epochs run), at its input size. None when none did."""
     if kind not in EPOCH_KINDS:
         return None
+    network_at = KINDS[kind].network_at or ()
     for manifest in manifests:
         if manifest.get("kind") != kind:
             continue
         fit = manifest.get("fit") if isinstance(manifest.get("fit"), Mapping) else {}
-        training = manifest.get("training") if isinstance(manifest.get("training"), Mapping) else {}
         options = manifest.get("options") if isinstance(manifest.get("options"), Mapping) else {}
-        if kind == "cnn-hash-svm":  # only its SE-CNN part trains for epochs
-            fit = fit.get("cnn") if isinstance(fit.get("cnn"), Mapping) else {}
-            cnn = options.get("cnn") if isinstance(options.get("cnn"), Mapping) else {}
-            size = _positive(cnn.get("image_size"))
+        if network_at:  # only its SE-CNN part trains for epochs, sized by its own options
+            for key in network_at:
+                fit = fit.get(key) if isinstance(fit.get(key), Mapping) else {}
+            size = _positive(setting_value(kind, options, "image_size"))
         else:
             sizes = manifest.get("input_size")
             size = _positive(sizes[0]) if isinstance(sizes, list) and sizes else None
         seconds, epochs = _positive(fit.get("fit_seconds")), _positive(fit.get("epochs_run"))
-        images = _positive(training.get("train_images")) or _positive(training.get("images"))
+        images = _positive(RunRecord.read(manifest).training.train_images)
         if None in (size, seconds, epochs, images):
             continue
         assert size is not None and seconds is not None and epochs is not None and images is not None
@@ -107,7 +108,7 @@ def estimate_text(
             "the next page shows the measured rate and the time left."
         )
     seconds = estimate_training(images, epochs, image_size, cost)
-    part = " for its SE-CNN part" if kind == "cnn-hash-svm" else ""
+    part = " for its SE-CNN part" if KINDS[kind].network_at else ""
     gpu = " A GPU (cuda) is usually much faster." if device == "cuda" else ""
     around = (
         f" Checking the images before and evaluating after add {duration_text(around_seconds)}."

@@ -6,14 +6,11 @@ model as it was.
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
@@ -40,35 +37,20 @@ from PySide6.QtWidgets import (
 from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES, class_index
 from allgui.core.datacheck import DataCheckReport, check_dataset
-from allgui.core.dataset import load_labelled
 from allgui.core.estimates import EpochCost, estimate_text, recorded_epoch_cost, training_phases
 from allgui.core.experiments import active_overlap_note, compare_to_active
-from allgui.core.metrics import evaluate
 from allgui.core.models import registry
 from allgui.core.models.manifest import model_id_problem
-from allgui.core.models.recipes import SECNN_RECIPE
 from allgui.core.models.store import ModelLoadError, ModelStore
 from allgui.core.paths import corrections_dir
-from allgui.core.progress import (
-    Cancelled,
-    CancelToken,
-    Phase,
-    ProgressModel,
-    ProgressState,
-    check,
-    clock_text,
-    fit_progress,
-)
+from allgui.core.progress import Phase, ProgressState, clock_text
 from allgui.core.settings import Settings
-from allgui.core.splits import block_split
+from allgui.core.training_run import TrainingRequest, TrainingResult, run_training, save_result
 from allgui.ui.charts import CurvePlot
 from allgui.ui.model_controller import ModelController
 from allgui.ui.workers import Task, TaskRunner, reset_progress, show_fraction, show_progress
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), acc ([\d.]+), val loss ([\d.]+), val acc ([\d.]+)")
-EPOCH_OF = re.compile(r"epoch (\d+)/(\d+):")
-IMAGE_SIZE_DEFAULTS = {"secnn": SECNN_RECIPE["image_size"], "cnn-hash-svm": 64, "svm": 32, "rf": 32}
-EVALUATE_CHUNK = 32  # held-out images read and scored at a time, so that evaluating shows progress of its own
 
 
 # ---- work done in the thread pool ----------------------------------------------------------------------------------
@@ -77,123 +59,11 @@ def check_task(task: Task, root: Path, mapping: dict[str, str], threshold: int) 
 
 
 def train_task(
-    task: Task,
-    root: Path,
-    mapping: dict[str, str],
-    threshold: int,
-    kind: str,
-    options: dict[str, Any],
-    test_fraction: float,
-    store: ModelStore,
-    active_id: str | None,
-    phases: tuple[Phase, ...] | None = None,
-) -> dict[str, Any]:
-    """Hold out the last capture block of each class, train on the rest, and score new and active model on it.
-
-    One progress model covers the whole task (``phases``, from :func:`training_phases`): checking the images,
-    reading the training images, training, calibrating, evaluating on the held-out images.
-    """
-    if phases is None:
-        phases = training_phases(kind, 1000, test_fraction, int(options.get("epochs", 1)), 64, None, 2)
-    tracker = ProgressModel(phases, task.report)
-    tracker.begin("checking images", message="hashing and grouping the images…")
-    task.log("hashing and grouping the images…")
-    data = load_labelled(root, mapping, threshold, progress=tracker.callback("checking images"), cancel=task.cancel)
-    dataset = data.dataset
-    train_idx, test_idx = block_split(dataset.labels, dataset.numbers, data.group_ids, test_fraction)
-    task.log(f"{len(train_idx)} training images, {len(test_idx)} held out (last capture blocks per class)")
-    model = registry.create(kind, **options)
-    tracker.begin("reading images", total=len(train_idx), message="decoding the training images")
-
-    def log(line: str) -> None:
-        task.log(line)
-        epoch = EPOCH_OF.match(line)
-        if (epoch and epoch.group(1) == epoch.group(2)) or line.startswith("early stop"):
-            # After the last epoch the SE-CNN still picks its checkpoint and fits its review thresholds.
-            tracker.note("calibrating", "choosing the best checkpoint and fitting the review thresholds…")
-
-    started = time.perf_counter()
-    summary = model.fit(
-        [dataset.paths[i] for i in train_idx],
-        dataset.labels[train_idx],
-        groups=data.group_ids[train_idx],
-        progress=fit_progress(tracker, len(train_idx), "reading images", "training"),
-        cancel=task.cancel,
-        log=log,
-    )
-    fit_seconds = time.perf_counter() - started
-    check(task.cancel)
-    task.log("evaluating on the held-out images…")
-    test_paths = [dataset.paths[i] for i in test_idx]
-    truth = dataset.labels[test_idx]
-    total = len(test_paths) * (2 if active_id else 1)
-    tracker.begin("evaluating", total=total, message="the new model on the held-out images")
-    decoded: dict[Any, list[Any]] = {}  # each model sees files as it was trained to; one decoding per way
-    new_metrics = evaluate(truth, _score(model, test_paths, decoded, tracker, 0, total, task.cancel, "new model"))
-    active_metrics, active_title, active_training = None, None, None
-    if active_id:
-        try:
-            tracker.note("evaluating", "loading the active model…")
-            active = store.load(active_id)
-            check(task.cancel)
-            probabilities = _score(
-                active.classifier, test_paths, decoded, tracker, len(test_paths), total, task.cancel, "active model"
-            )
-            active_metrics = evaluate(truth, probabilities)
-            active_title = f"{active.title} ({active.id})"
-            active_training = active.manifest.get("training")
-        except Cancelled:
-            raise
-        except Exception as error:  # noqa: BLE001 - the comparison is informative; training still succeeded
-            task.log(f"the active model could not be evaluated: {error}")
-    tracker.finish("trained and evaluated")
-    return {
-        "classifier": model,
-        "summary": summary,
-        "fit_seconds": round(fit_seconds, 1),
-        "metrics": new_metrics,
-        "active_metrics": active_metrics,
-        "active_title": active_title,
-        "active_training": active_training,
-        "training": {
-            "data_root": str(root),
-            "mapping": mapping,
-            "train_images": int(len(train_idx)),
-            "test_images": int(len(test_idx)),
-            "split": "blocks",
-            "test_fraction": test_fraction,
-            "duplicate_threshold": threshold,
-            "counts": dataset.counts(),
-        },
-    }
-
-
-def _score(
-    classifier: Any,
-    paths: list[Path],
-    decoded: dict[Any, list[Any]],
-    tracker: ProgressModel,
-    start: int,
-    total: int,
-    cancel: CancelToken,
-    who: str,
-) -> np.ndarray:
-    """``classifier``'s probabilities for ``paths``, a chunk at a time so that evaluating reports its progress;
-    images are decoded once per way of reading (``decode_draft``) and kept in ``decoded`` for the next model."""
-    images = decoded.setdefault(classifier.decode_draft, [])
-    parts = []
-    for begin in range(0, len(paths), EVALUATE_CHUNK):
-        check(cancel)
-        end = min(len(paths), begin + EVALUATE_CHUNK)
-        if len(images) < end:
-            images.extend(classifier.read(path) for path in paths[len(images) : end])
-        parts.append(classifier.predict_proba(images[begin:end]))
-        tracker.update("evaluating", start + end, total, f"{who}, {end} of {len(paths)} held-out images")
-    return np.concatenate(parts) if parts else np.zeros((0, len(CLASS_NAMES)))
-
-
-def _plain(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else str(value)
+    task: Task, request: TrainingRequest, store: ModelStore, phases: tuple[Phase, ...] | None = None
+) -> TrainingResult:
+    """The core's training run (:func:`run_training`): one progress model over checking the images, reading the
+    training images, training, calibrating, and evaluating new and active model on the held-out images."""
+    return run_training(request, store=store, phases=phases, on_state=task.report, cancel=task.cancel, log=task.log)
 
 
 # ---- pages ---------------------------------------------------------------------------------------------------------
@@ -429,31 +299,21 @@ class ModelPage(QWizardPage):
         )
 
     def _kind_changed(self) -> None:
-        kind = self.kind_combo.currentData()
-        torch_kind = registry.kind_info(kind).needs_torch
-        self.epochs.setEnabled(kind == "secnn")
-        self.device.setEnabled(torch_kind)
-        self.image_size.setValue(IMAGE_SIZE_DEFAULTS.get(kind, 64))
+        info = registry.kind_info(self.kind_combo.currentData())
+        self.epochs.setEnabled("epochs" in info.settings)
+        self.device.setEnabled("device" in info.settings)
+        self.image_size.setValue(info.default_image_size)
         self._recost()
 
     def options(self) -> dict[str, Any]:
-        kind = self.kind_combo.currentData()
-        if kind == "secnn":  # the shipped default model's recipe, with the sizes chosen here
-            return {
-                **SECNN_RECIPE,
-                "epochs": self.epochs.value(),
-                "image_size": self.image_size.value(),
-                "device": self.device.currentText(),
-            }
-        if kind == "cnn-hash-svm":
-            return {
-                "cnn": {
-                    "image_size": self.image_size.value(),
-                    "device": self.device.currentText(),
-                    "epochs": self.epochs.value(),
-                }
-            }
-        return {"image_size": self.image_size.value()}
+        """The kind's training options (an SE-CNN: the shipped default model's recipe) with the settings chosen
+        here, each where the kind keeps it; the settings the kind does not take are left out."""
+        settings = {
+            "epochs": self.epochs.value(),
+            "image_size": self.image_size.value(),
+            "device": self.device.currentText(),
+        }
+        return registry.training_options(self.kind_combo.currentData(), settings)
 
     def validatePage(self) -> bool:
         self.owner.kind = self.kind_combo.currentData()
@@ -471,7 +331,7 @@ class TrainPage(QWizardPage):
         self.setTitle("4. Training")
         self.setSubTitle("Cancel stops the training; the active model stays as it is.")
         self.owner = wizard
-        self.result: dict[str, Any] | None = None
+        self.result: TrainingResult | None = None
         self.running = False
         self.progress = QProgressBar()
         self.time_label = QLabel("")
@@ -506,18 +366,11 @@ class TrainPage(QWizardPage):
         show_progress(self.progress, 0, 0)
         self.cancel_button.setEnabled(True)
         owner = self.owner
-        store = owner.models.store
         owner.runner.start(
             "wizard",
             train_task,
-            owner.root,
-            owner.mapping,
-            owner.settings.duplicate_threshold,
-            owner.kind,
-            owner.options,
-            owner.test_fraction,
-            store,
-            store.active_id(),
+            owner.training_request(),
+            owner.models.store,
             owner.phases,
             on_log=self._log,
             on_state=self._progress,
@@ -556,15 +409,15 @@ class TrainPage(QWizardPage):
             self.time_label.setText(f"{state.phase}: no time left known for this step")
         self.progress_shown.emit(state)
 
-    def _trained(self, result: dict[str, Any]) -> None:
+    def _trained(self, result: TrainingResult) -> None:
         self.running = False
         self.result = result
         self.owner.result = result
         self.cancel_button.setEnabled(False)
         show_progress(self.progress, 1, 1)
         self.progress.setFormat("%p% · trained and evaluated")
-        self.time_label.setText(f"trained in {result['fit_seconds']:.0f} s")
-        history = result["summary"].get("history") if isinstance(result["summary"], dict) else None
+        self.time_label.setText(f"trained in {result.fit_seconds:.0f} s")
+        history = result.summary.get("history")
         if history and not self.loss_plot.curves:
             for record in history:
                 self._log(
@@ -634,8 +487,11 @@ class EvaluationPage(QWizardPage):
         layout.addWidget(self.note)
 
     def initializePage(self) -> None:
-        result = self.owner.result or {}
-        new, old = result.get("metrics") or {}, result.get("active_metrics")
+        result = self.owner.result
+        if result is None:
+            return
+        compared = result.compared
+        new, old = result.metrics, compared.metrics if compared is not None else None
         rows = [("Held-out images", "n", "{:.0f}", 1)]
         rows += [
             (label, key, "{:.1f}", 100)
@@ -657,18 +513,16 @@ class EvaluationPage(QWizardPage):
             self.table.setItem(r, 1, QTableWidgetItem(f"{100 * new.get('per_class_recall', {}).get(name, 0):.1f}"))
             old_value = "—" if old is None else f"{100 * old['per_class_recall'][name]:.1f}"
             self.table.setItem(r, 2, QTableWidgetItem(old_value))
-        self.compared.setText(
-            f"Active model: {result['active_title']}" if result.get("active_title") else "No active model to compare."
-        )
+        self.compared.setText(f"Active model: {compared.title}" if compared else "No active model to compare.")
         self.verdict.setText(compare_to_active(new, old).text if new else "")
-        if old is not None:
-            training = result.get("training") or {}
+        if compared is not None:
+            training = result.record.training
             self.overlap.setText(
                 active_overlap_note(
-                    result.get("active_training"),
+                    compared.training,
                     "The active model",
-                    training.get("data_root", ""),
-                    training.get("test_fraction", self.owner.test_fraction),
+                    training.data_root or "",
+                    result.request.held_out_fraction,
                 )
             )
         else:
@@ -699,7 +553,7 @@ class RetrainingWizard(QWizard):
         self.options: dict[str, Any] = {}
         self.test_fraction = 0.15
         self.phases: tuple[Phase, ...] | None = None
-        self.result: dict[str, Any] | None = None
+        self.result: TrainingResult | None = None
         self.saved_id: str | None = None
         self.folder_page = FolderPage(self)
         self.check_page = DataCheckPage(self)
@@ -713,6 +567,21 @@ class RetrainingWizard(QWizard):
     def set_folder(self, folder: str | Path) -> None:
         self.folder_page.folder_edit.setText(str(folder))
 
+    def training_request(self) -> TrainingRequest:
+        """The training run the pages chose: this folder and mapping, kind and options, held-out part, and the
+        active model scored on the same held-out images."""
+        if self.root is None:
+            raise ValueError("no folder chosen")
+        return TrainingRequest(
+            self.kind,
+            self.root,
+            self.options,
+            self.mapping,
+            held_out_fraction=self.test_fraction,
+            duplicate_threshold=self.settings.duplicate_threshold,
+            compare_with=self.models.store.active_id(),
+        )
+
     def save_model(self, model_id: str, activate: bool) -> bool:
         if self.result is None:
             return False
@@ -724,14 +593,7 @@ class RetrainingWizard(QWizard):
             self.evaluation_page.note.setText(f"A model called {model_id} already exists; choose another name.")
             return False
         try:
-            store.save(
-                self.result["classifier"],
-                model_id=model_id,
-                title=f"{registry.kind_info(self.kind).title} — {model_id}",
-                training=self.result["training"],
-                metrics={"held_out": self.result["metrics"]},
-                fit=json.loads(json.dumps(self.result["summary"], default=_plain)),
-            )
+            save_result(self.result, model_id, store=store, title=f"{registry.kind_info(self.kind).title} — {model_id}")
         except (OSError, ValueError, RuntimeError, TypeError, ModelLoadError) as error:
             self.evaluation_page.note.setText(f"The model could not be saved: {error}")
             return False

@@ -75,20 +75,21 @@ def test_wizard_end_to_end_with_live_curves(qtbot, store, labelled_folder: Path)
     wizard.next()
     evaluation = wizard.evaluation_page
     result = wizard.result
-    assert result["metrics"]["n"] == result["training"]["test_images"] > 0
-    assert result["active_metrics"]["n"] == result["metrics"]["n"]  # the active model on the same images
+    assert result.metrics["n"] == result.record.training.held_out_images > 0
+    assert result.compared.metrics["n"] == result.metrics["n"]  # the active model on the same images
     table = evaluation.table
-    assert table.item(1, 1).text() == f"{100 * result['metrics']['accuracy']:.1f}"
-    assert table.item(1, 2).text() == f"{100 * result['active_metrics']['accuracy']:.1f}"
+    assert table.item(1, 1).text() == f"{100 * result.metrics['accuracy']:.1f}"
+    assert table.item(1, 2).text() == f"{100 * result.compared.metrics['accuracy']:.1f}"
     evaluation.name_edit.setText("retrained-1")
     evaluation.activate_box.setChecked(True)
     wizard.next()  # Finish on the last page
     qtbot.waitUntil(lambda: window.models.current.id == "retrained-1", timeout=60000)
     assert wizard.saved_id == "retrained-1"
     assert store.active_id() == "retrained-1"
-    assert store.find("retrained-1").manifest["training"]["test_images"] == result["training"]["test_images"]
+    saved = store.find("retrained-1").manifest["training"]["held_out_images"]
+    assert saved == result.record.training.held_out_images
     # Retraining uses the shipped default model's recipe, with the epochs and size chosen in the wizard.
-    from allgui.core.models.recipes import SECNN_RECIPE
+    from allgui.core.models.secnn.options import RECIPE as SECNN_RECIPE
 
     options = store.load("retrained-1").classifier.options
     colour = ("normalise", "stain_transfer", "grey_prob", "stain_jitter", "mask_corner", "convs_per_block")

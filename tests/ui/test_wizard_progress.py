@@ -239,13 +239,52 @@ def test_wizard_shows_an_estimate_one_bar_over_all_phases_and_a_verdict(qtbot, s
     assert first_epoch and max(s.fraction for s in first_epoch) <= half_way + 1e-9  # epoch 1 of 2: half of training
     evaluating = [s for s in shown if s.phase == "evaluating" and s.done < s.total]
     assert evaluating and all(s.percent < 100 for s in evaluating)  # evaluating is shown, not hidden behind 100%
-    assert shown[-1].finished and shown[-1].done == 2 * wizard.result["metrics"]["n"]  # new and active model
+    assert shown[-1].finished and shown[-1].done == 2 * wizard.result.metrics["n"]  # new and active model
     assert train_page.progress.value() == 100 and "trained in" in train_page.time_label.text()
 
     wizard.next()
     evaluation = wizard.evaluation_page
     result = wizard.result
-    assert evaluation.verdict.text() == compare_to_active(result["metrics"], result["active_metrics"]).text
+    assert evaluation.verdict.text() == compare_to_active(result.metrics, result.compared.metrics).text
     assert "flatters" in evaluation.overlap.text()  # the test SE-CNN was fitted on the public set's images
     wizard.reject()
     close_window(qtbot, window)
+
+
+def test_the_wizard_and_allgui_train_write_the_same_record(qtbot, store, data_dir: Path, tmp_path: Path) -> None:
+    """One training run behind both: the same kind on the same real images with the same seed gives manifests with
+    the same keys and the same held-out figures."""
+    from allgui.cli.main import main
+    from allgui.core.models.run_record import RUN_SCHEMA, RunRecord
+    from allgui.core.training_run import run_training
+    from tests.realsubset import linked_data_folder
+
+    folder = linked_data_folder(data_dir, tmp_path / "data", per_class=16)
+    window = open_window(qtbot, store, "test-svm")
+    wizard = window.open_wizard()
+    wizard.set_folder(folder)
+    assert wizard.folder_page.validatePage()
+    page = wizard.model_page
+    page.kind_combo.setCurrentIndex(page.kind_combo.findData("svm"))
+    page.image_size.setValue(16)
+    assert not page.epochs.isEnabled() and not page.device.isEnabled()  # an SVM has neither
+    assert page.validatePage()
+    request = wizard.training_request()
+    assert request.compare_with == "test-svm"
+    wizard.result = run_training(request, store=store, phases=wizard.phases)  # what the training page runs
+    assert wizard.result.compared is not None  # the active model on the same held-out images
+    assert wizard.save_model("wizard-svm", activate=False)
+    wizard.reject()
+    close_window(qtbot, window)
+
+    assert main(["train", str(folder), "--model", "svm", "--image-size", "16", "--id", "cli-svm"]) == 0
+    by_wizard, by_cli = store.find("wizard-svm").manifest, store.find("cli-svm").manifest
+    assert set(by_wizard) == set(by_cli)
+    assert by_wizard["run_schema"] == by_cli["run_schema"] == RUN_SCHEMA
+    assert by_wizard["training"] == by_cli["training"]
+    assert set(by_wizard["metrics"]) == set(by_cli["metrics"]) == {"held_out"}
+    assert by_wizard["metrics"]["held_out"] == by_cli["metrics"]["held_out"]
+    assert by_wizard["options"] == by_cli["options"]
+    record = RunRecord.read(by_cli)
+    assert record.training.held_out_images == record.held_out["n"] > 0
+    assert record.training.train_images + record.training.held_out_images == 64

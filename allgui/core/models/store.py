@@ -36,6 +36,7 @@ from allgui.core.models.manifest import (
     protected_digest,
     read_manifest_file,
 )
+from allgui.core.models.run_record import RunRecord
 from allgui.core.paths import user_data_dir
 from allgui.core.statefile import (
     StateFileError,
@@ -143,13 +144,20 @@ def save_model(
     *,
     model_id: str | None = None,
     title: str | None = None,
+    record: RunRecord | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     fit: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``classifier`` into ``folder`` atomically and return its manifest."""
+    """Write ``classifier`` into ``folder`` atomically and return its manifest.
+
+    ``record`` writes the ``training`` and ``metrics`` blocks in the current schema (:mod:`.run_record`); raw
+    ``training``/``metrics`` dictionaries are written as given, for tests and tools that copy a block verbatim.
+    """
     folder = Path(folder)
+    if record is not None and (training or metrics):
+        raise ValueError("pass either a run record or raw training/metrics blocks, not both")
     if problem := model_id_problem(model_id or folder.name):
         raise ManifestError(f"{folder}: {problem}")
     if folder.is_symlink() or (folder.exists() and not is_model_folder(folder)):
@@ -170,8 +178,11 @@ def save_model(
             normalisation=fields.get("normalisation"),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             library_versions=library_versions(),
-            training=training or {},
-            metrics=metrics or {},
+            **(
+                record.manifest_fields()
+                if record is not None
+                else {"training": training or {}, "metrics": metrics or {}}
+            ),
             fit=fit or {},
             review=classifier.review.to_dict(),
             files={name: sha256_of(temporary / name) for name in _model_files(temporary)},

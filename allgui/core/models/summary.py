@@ -1,30 +1,16 @@
 """A model's facts from its manifest, for people: the CLI's ``models list``/``show`` and the GUI's model card.
 
-Shipped models, ``allgui train`` and the retraining wizard have laid the held-out metrics out three ways (flat,
-under ``heldout``, under ``held_out``); :func:`held_out_metrics` reads each where it is.
+The training and held-out figures are read through :class:`allgui.core.models.run_record.RunRecord`, which migrates
+the shapes written before the schema (flat metrics, ``heldout``, ``held_out``) in memory.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from allgui.core.models.run_record import RunRecord, held_out_accuracy, held_out_metrics
 
-def held_out_metrics(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The metrics measured on held-out images, whichever layout the manifest uses ({} when none were)."""
-    metrics = manifest.get("metrics")
-    if not isinstance(metrics, dict):
-        return {}
-    if "accuracy" in metrics:
-        return metrics
-    for key in ("held_out", "heldout"):
-        if isinstance(metrics.get(key), dict) and "accuracy" in metrics[key]:
-            return metrics[key]
-    return {}
-
-
-def held_out_accuracy(manifest: dict[str, Any]) -> float | None:
-    value = held_out_metrics(manifest).get("accuracy")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+__all__ = ["held_out_accuracy", "held_out_metrics", "summary_rows"]
 
 
 def _percent(value: Any) -> str:
@@ -33,24 +19,21 @@ def _percent(value: Any) -> str:
 
 def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs: what the model is, what it was trained on, how well it did on held-out images."""
-    metrics = held_out_metrics(manifest)
-    training = manifest.get("training") if isinstance(manifest.get("training"), dict) else {}
+    record = RunRecord.read(manifest)
+    metrics, training = record.held_out, record.training
     review = manifest.get("review") if isinstance(manifest.get("review"), dict) else {}
     rows = [
         ("Model", f"{manifest.get('title', '')} ({manifest.get('id', '')}, kind {manifest.get('kind', '')})"),
         ("Created", str(manifest.get("created", "not recorded"))),
         ("Classes", ", ".join(str(n) for n in manifest.get("class_names") or [])),
     ]
-    if training:
-        per_class = training.get("per_class") or training.get("counts") or {}
-        counts = (
-            ", ".join(f"{name} {count}" for name, count in per_class.items()) if isinstance(per_class, dict) else ""
-        )
-        images = training.get("images", training.get("train_images", "?"))
-        data = training.get("data", training.get("data_root", "?"))
+    if isinstance(manifest.get("training"), dict) and manifest["training"]:
+        counts = ", ".join(f"{name} {count}" for name, count in training.counts.items())
+        images = "?" if training.train_images is None else training.train_images
+        data = training.data or training.data_root or "?"
         rows.append(("Trained on", f"{images} images of {data}" + (f" ({counts})" if counts else "")))
-        if training.get("note"):
-            rows.append(("Note", str(training["note"])))
+        if training.note:
+            rows.append(("Note", training.note))
     if metrics:
         f1 = metrics.get("f1_macro")
         rows.append(
@@ -63,7 +46,7 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         recall = metrics.get("per_class_recall") or {}
         if isinstance(recall, dict) and recall:
             rows.append(("Recall per class", ", ".join(f"{k} {_percent(v)}" for k, v in recall.items())))
-        measured = metrics.get("evaluation") or metrics.get("evaluated_on")
+        measured = metrics.get("evaluated_on")
         if measured:
             rows.append(("How it was measured", str(measured)))
     else:
