@@ -1,16 +1,25 @@
-"""Locate the bundled resources/ folder the same way frozen (PyInstaller) and from a checkout."""
+"""Locate the shipped data (models, user guide, icons): the one lookup, installed, editable or frozen.
+
+The top-level ``resources/`` folder is the package ``allgui.assets``: a wheel installs it as package data, an
+editable install maps it onto the checkout's folder, and the PyInstaller bundle (installer.spec) holds it at
+``_internal/allgui/assets``. ``importlib.resources`` finds it in all three.
+"""
 
 from __future__ import annotations
 
-import sys
+from importlib.resources import files
 from pathlib import Path
+
+PACKAGE = "allgui.assets"
 
 
 def resources_dir() -> Path:
-    frozen_root = getattr(sys, "_MEIPASS", None)
-    if frozen_root:
-        return Path(frozen_root) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+    root = files(PACKAGE)
+    # Callers need real paths (model folders are opened by file name); every way AllGUI is installed leaves the
+    # data on disk, so a zipped install is an error rather than something to extract.
+    if not isinstance(root, Path):
+        raise RuntimeError(f"{PACKAGE} is not on the file system ({root!r}): install AllGUI unzipped")
+    return root
 
 
 def shipped_models_dir() -> Path:

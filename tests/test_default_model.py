@@ -17,7 +17,7 @@ from allgui.core.dataset import LabelledDataset
 from allgui.core.models import store
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.resources import shipped_models_dir
-from training.foreign_images import generated_images, library_images
+from tests.foreign_images import generated_images, library_images
 
 FOLDER = shipped_models_dir() / "secnn-default"
 

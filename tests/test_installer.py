@@ -131,6 +131,7 @@ def test_missing_std_streams_of_a_windowed_app_are_replaced(monkeypatch: pytest.
 
 
 def test_resources_resolve_to_the_checkout_when_not_frozen() -> None:
+    """The editable install maps the package allgui.assets onto the checkout's resources/ folder."""
     assert resources_dir() == ROOT / "resources"
     assert shipped_models_dir() == ROOT / "resources" / "models"
 
@@ -194,7 +195,8 @@ def test_frozen_bundle_builds_and_passes_its_self_test(tmp_path: Path, record_pr
         assert not any(Path(name).name.startswith(("libcudnn_engines", "libcusolver")) for name in files)
         assert not any(name.endswith("make_icon.py") for name in files)
         assert [p for p in internal.iterdir() if p.is_symlink() and not p.exists()] == []
-        assert (internal / "resources" / "icons" / "allgui.png").is_file()
+        assets = internal / "allgui" / "assets"  # where a wheel installs them: allgui.assets
+        assert (assets / "icons" / "allgui.png").is_file() and (assets / "docs" / "USER_GUIDE.md").is_file()
 
         # Run it as a lab would: no virtual environment, no Python paths, from another folder.
         env = {
@@ -211,7 +213,7 @@ def test_frozen_bundle_builds_and_passes_its_self_test(tmp_path: Path, record_pr
         )  # fmt: skip
         report = json.loads(report_file.read_text(encoding="utf-8"))
         assert report["frozen"] is True and report["bundle"] == "cpu"
-        assert Path(report["resources_dir"]) == internal / "resources"
+        assert Path(report["resources_dir"]) == assets  # found with importlib.resources, frozen too
         assert report["device"]["auto"] == "CPU" and report["device"]["cuda_available"] is False
         assert report["window"]["passed"], report["window"]
         assert sorted(m["id"] for m in report["models"]) == shipped_ids

@@ -19,7 +19,7 @@ from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.torch_device import DeviceWarning, choose_device
 from allgui.core.progress import Cancelled, CancelToken
 from allgui.core.splits import block_split
-from training.foreign_images import generated_images
+from tests.foreign_images import generated_images
 
 # Small and fast: 40 px, three blocks, one thread (the CI machine is shared), light augmentation.
 SMALL = dict(
@@ -234,7 +234,7 @@ def read_rgb_like(size: int):
 def test_augmentation_workers_give_the_batches_in_order() -> None:
     from torch import nn
 
-    from allgui.core.models.secnn import _augmented_batches, _EpochBatches
+    from allgui.core.models.secnn.augmentation import _augmented_batches, _EpochBatches
 
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
     batches = _EpochBatches()
@@ -256,7 +256,7 @@ def test_training_with_augmentation_workers(subset: Subset) -> None:
 
 
 def test_stain_transfer_gives_a_real_smear_another_smears_stain(data_dir: Path) -> None:
-    from allgui.core.models.secnn import _StainTransfer, stain_statistics
+    from allgui.core.models.secnn.augmentation import _StainTransfer, stain_statistics
     from training.heldout import stain_normalise
 
     benign = next((data_dir / "Benign").glob("*.jpg"))

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from allgui.core import metrics
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.secnn import CORNER_BOX, SECNNClassifier
-from training.foreign_images import altered_smears, generated_images, library_images
+from tests.foreign_images import altered_smears, generated_images, library_images
 
 
 def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:

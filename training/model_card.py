@@ -1,6 +1,10 @@
 """Write MODEL_CARD.md for a shipped SE-CNN folder from its manifest and the held-out evaluation.
 
-    python -m training.model_card [FOLDER] [--heldout FILE]
+    python -m training.model_card [FOLDER] [--heldout FILE | --no-heldout]
+
+The card's prose and layout are model_card.md.template and model_card_heldout.md.template (string.Template); the
+figures come from the manifest, the held-out evaluation and the measurement files of training/results, each of
+which must be there: a missing one is an error naming it, never a card that quietly lacks the section.
 
 The card is one of the model's files, so its SHA-256 is added to the manifest after it is written.
 """
@@ -11,15 +15,24 @@ import argparse
 import json
 import time
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import torch
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models import store
+from allgui.core.models.run_record import RunRecord
 from allgui.core.models.secnn import DEFAULTS as SECNN_DEFAULTS
+from allgui.core.statefile import write_json_atomic
 
 CARD = "MODEL_CARD.md"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+# The card's fixed prose and layout; render() fills in the figures. The held-out part is its own file because a
+# folder without a held-out evaluation gets one line in its place.
+TEMPLATE = HERE / "model_card.md.template"
+HELDOUT_TEMPLATE = HERE / "model_card_heldout.md.template"
 
 
 def _pct(value: float) -> str:
@@ -34,7 +47,7 @@ def _ci(interval: list[float], percent: bool = True) -> str:
 def _speed(folder: Path) -> dict[int, float]:
     """Milliseconds per image of the plain ``predict`` with 1 and 2 CPU threads."""
     from allgui.core.imageio import read_rgb  # noqa: F401 - keeps the import cost out of the timing
-    from training.foreign_images import generated_images
+    from tests.foreign_images import generated_images
 
     loaded = store.load_model(folder)
     images = [image for _, image in generated_images(per_kind=8, seed=3)]  # 64 images at 224 px
@@ -51,235 +64,166 @@ def _speed(folder: Path) -> dict[int, float]:
 
 
 def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes: int, speed: dict[int, float]) -> str:
-    """The card's text; ``speed``: milliseconds per image by CPU thread count."""
+    """The card's text, from model_card.md.template; ``speed``: milliseconds per image by CPU thread count.
+
+    Raises MissingResultError naming the file when a measurement file of training/results that a section is
+    rendered from is missing: a card without that section would read as if it had nothing to say."""
     arch = manifest.get("architecture", {})
     fit = manifest.get("fit", {})
     review = manifest.get("review", {})
-    training = manifest.get("training", {})
-    widths = [min(arch.get("width", 16) * 2**i, arch.get("width", 16) * 8) for i in range(arch.get("blocks", 5))]
-    lines = [
-        f"# Model card: {manifest['id']} ({manifest.get('title', '')})",
-        "",
-        "**For research and laboratory review; not a diagnosis.** The model sorts peripheral blood smear field",
-        "images into Benign (hematogones), Early Pre-B, Pre-B and Pro-B and says when a person must look",
-        "(`needs_review`). Every result is to be checked by a qualified person; it never replaces flow cytometry.",
-        "",
-        "## Model",
-        f"- Squeeze-and-excitation CNN trained from scratch: {arch.get('blocks')} blocks of "
-        f"{arch.get('convs_per_block')} conv3x3+BatchNorm+ReLU, each followed by an SE block (reduction "
-        f"{arch.get('reduction')}) and 2x2 max pooling; channels {widths}; global average pooling, dropout "
-        f"{arch.get('dropout')}, linear head.",
-        f"- Input: {manifest.get('input_size')} px RGB, {manifest.get('normalisation')}"
-        + (
+    training = RunRecord.read(manifest).training  # any manifest schema: the shipped one or a re-run's
+    width = arch.get("width", 16)
+    return _template(TEMPLATE).substitute(
+        id=manifest["id"],
+        title=manifest.get("title", ""),
+        blocks=arch.get("blocks"),
+        convs_per_block=arch.get("convs_per_block"),
+        reduction=arch.get("reduction"),
+        widths=[min(width * 2**i, width * 8) for i in range(arch.get("blocks", 5))],
+        dropout=arch.get("dropout"),
+        input_size=manifest.get("input_size"),
+        normalisation=manifest.get("normalisation"),
+        jpeg_draft=(
             "; JPEG files are decoded at reduced scale (libjpeg's DCT scaling: 1/2 for these 224 px images) before "
             "the bilinear resize, in training and in use alike."
             if manifest.get("recipe", {}).get("jpeg_draft")
             else "."
         ),
-        f"- Files: {size_bytes / 1e6:.2f} MB in total (weights, calibration statistics, configuration, this card).",
-        f"- Temperature (calibration): {manifest.get('temperature', fit.get('temperature')):.3f}; "
-        f"review policy: confidence below {review.get('min_confidence')}, "
-        + (
+        size_mb=f"{size_bytes / 1e6:.2f}",
+        temperature=f"{manifest.get('temperature', fit.get('temperature')):.3f}",
+        min_confidence=review.get("min_confidence"),
+        benign_alert=(
             f"a malignant call with Benign probability {review['benign_alert']:.4g} or more, "
             if review.get("benign_alert") is not None
             else ""
-        )
-        + f"or OOD score above {review.get('ood_threshold')} -> needs_review.",
-        f"- Recipe: `{json.dumps(manifest.get('recipe', {}))}`; trained for {fit.get('epochs_run')} epochs, "
-        f"checkpoint of epoch {fit.get('best_epoch')} (weight average, lowest validation loss), "
-        f"{fit.get('fit_seconds')} s on {fit.get('device')}.",
-        "",
-        "## Training data and its known biases",
-        f"- Trained on {training.get('images')} images ("
-        + ", ".join(f"{name} {count}" for name, count in (training.get("per_class") or {}).items())
-        + ") of the 2767-image Taleqani "
-        "Hospital data (224x224 JPEG, one Zeiss microscope at 100x, labels confirmed by flow cytometry; "
-        "Aria et al. 2021, Ghaderzadeh et al. 2022); "
-        + (
-            f"{training['heldout_images']} later captures were held out for the evaluation below."
-            if training.get("heldout_images")
+        ),
+        ood_threshold=review.get("ood_threshold"),
+        recipe=json.dumps(manifest.get("recipe", {})),
+        epochs_run=fit.get("epochs_run"),
+        best_epoch=fit.get("best_epoch"),
+        fit_seconds=fit.get("fit_seconds"),
+        device=fit.get("device"),
+        images=training.train_images,
+        per_class=", ".join(f"{name} {count}" for name, count in training.counts.items()),
+        held_out_part=(
+            f"{training.held_out_images} later captures were held out for the evaluation below."
+            if training.held_out_images
             else "none was held out: the evaluation below is of a sibling trained one block earlier in capture "
             "order (first 85% of each class)."
         ),
-        f"- {training.get('duplicate_groups')} groups of exact or near-duplicate images (pHash distance <= 4) were "
-        "kept whole on one side of every split.",
-        "- Classes were imaged in separate sessions: stain colour, background tint and the corner scale-bar label "
-        "differ by class, so colour alone predicts much of the label (see the colour-only baseline below). "
-        + _countermeasures(manifest.get("recipe", {}))
-        + " The shortcut tests below measure how far the model still leans on colour.",
-        "- Only one laboratory, one scanner, one magnification. Images from anywhere else are outside what the "
-        "model has seen; the OOD score exists to flag them.",
-        f"- Of these, {fit.get('validation_images')} images ({training.get('validation')}) were the validation "
-        "part: they chose the checkpoint and fitted the temperature and review thresholds; the network's weights "
-        "learnt from the rest.",
-        "",
-    ]
-    if heldout is None:
-        lines += ["## Held-out evaluation", "", "Not run for this folder.", ""]
-    else:
-        h = heldout["heldout"]
-        split = heldout["split"]
-        recall = h["per_class_recall"]
-        lines += [
-            "## Held-out evaluation (later capture blocks)",
-            f"The recipe was chosen and checked by training on the first {1 - split['test_fraction']:.0%} of each "
-            f"class by capture number ({split['train']} images) and testing on the last "
-            f"{split['test_fraction']:.0%} ({split['heldout']} images: "
-            + ", ".join(f"{CLASS_NAMES[int(k)]} {v}" for k, v in split["heldout_per_class"].items())
-            + "). These later blocks stand in for later imaging sessions"
-            + (
-                ". The figures are for the shipped weights themselves"
-                if manifest.get("training", {}).get("heldout_images")
-                else "; the shipped model was then trained the same way on all the data, one block later: its weights "
-                "on the first 85%, its checkpoint, temperature and review thresholds on the newest 15%"
-            )
-            + f". Run {heldout['date']}: `{heldout['command']}`.",
-            "",
-            "| metric | value | 95% CI |",
-            "|---|---|---|",
-            f"| accuracy | {_pct(h['accuracy'])} | {_ci(h['accuracy_ci95'])} (Wilson) |",
-            f"| macro-F1 | {h['f1_macro']:.4f} | {_ci(h['macro_f1_ci95'], False)} (bootstrap) |",
-            f"| weighted F1 | {h['f1_weighted']:.4f} | |",
-            f"| Benign recall | {recall['Benign']:.4f} | {_ci(h['benign_recall_ci95'], False)} (Wilson) |",
-            "| recall Early Pre-B / Pre-B / Pro-B | "
-            f"{recall['Early Pre-B']:.4f} / {recall['Pre-B']:.4f} / {recall['Pro-B']:.4f} | |",
-            f"| ECE (10 bins), after temperature scaling | {h['ece']:.4f} | |",
-            f"| ECE before temperature scaling | {h['ece_uncalibrated']:.4f} | |",
-            "",
-            f"Confusion matrix (rows true, columns predicted, order {', '.join(CLASS_NAMES)}): "
-            f"`{h['confusion_matrix']}`.",
-            "",
-            "Targets (issue 7) on held-out blocks, as measured: "
-            + "; ".join(
-                f"{name} {'met' if ok else 'MISSED'}"
-                for name, ok in (
-                    ("accuracy >= 99%", h["accuracy"] >= 0.99),
-                    ("macro-F1 >= 0.99", h["f1_macro"] >= 0.99),
-                    ("Benign recall >= 0.97", recall["Benign"] >= 0.97),
-                    ("ECE <= 0.03", h["ece"] <= 0.03),
-                    ("<= 5% flagged", heldout["review"]["flagged_rate"] <= 0.05),
-                    (
-                        "every misclassified image flagged",
-                        heldout["review"]["misclassified_flagged"] == heldout["review"]["misclassified"],
-                    ),
-                    (">= 95% of foreign images flagged", heldout["foreign"]["flagged_rate"] >= 0.95),
-                )
-            )
-            + ". The main error is Benign (hematogones) taken for Early Pre-B, often with high confidence, so "
-            "confidence alone cannot send those images for review.",
-            "",
-            *_newest_blocks(manifest),
-            "## needs_review",
-        ]
-        r = heldout["review"]
-        f = heldout["foreign"]
-        lines += [
-            f"- Held-out blocks: {_pct(r['flagged_rate'])} flagged (95% CI {_ci(r['flagged_ci95'])}; "
-            f"low confidence {_pct(r['flagged_low_confidence_rate'])}, "
-            + (
-                f"Benign not ruled out {_pct(r['flagged_benign_alert_rate'])}, "
-                if "flagged_benign_alert_rate" in r
-                else ""
-            )
-            + f"unlike training images "
-            f"{_pct(r['flagged_ood_rate'])}); misclassified {r['misclassified']}, of them flagged "
-            f"{r['misclassified_flagged']}. Target: <= 5% flagged, every misclassified image flagged.",
-            f"- Not this laboratory's smears ({f['images']} generated, altered or real non-smear images): "
-            f"{_pct(f['flagged_rate'])} flagged (95% CI {_ci(f['flagged_ci95'])}); target >= 95%. By kind:",
-            "",
-            "| kind | flagged |",
-            "|---|---|",
-            *[f"| {kind} | {_pct(rate)} |" for kind, rate in f["flagged_by_kind"].items()],
-            "",
-            f"- OOD score (Mahalanobis on the network's features and on colour/texture statistics) separates these "
-            f"from held-out smears with AUROC {f['auroc_ood_score']}; the maximum softmax probability alone gives "
-            f"{f['auroc_max_softmax']}. They are generated here (noise, blank, gradients, stripes, 1/f pictures, "
-            "shapes, text; held-out smears recoloured as H&E, Papanicolaou, DAB, hue-rotated, inverted, zoomed 4-8x, "
-            "shrunk 4x), plus real pictures that scikit-image ships (one immunohistochemistry tissue image, grey cell "
-            "microscopy, retina fundus, astronomy, photographs, textures, a scanned page: tiles and whole pictures); "
-            "real blood smears from other laboratories were not available.",
-            "",
-            *_review_rule(),
-            *_validation_split(),
-            "## Shortcut tests (held-out blocks, colour cues removed at test time)",
-            "",
-            "| input | accuracy | Benign recall | macro-F1 |",
-            "|---|---|---|---|",
-            f"| as is | {_pct(h['accuracy'])} | {recall['Benign']:.3f} | {h['f1_macro']:.3f} |",
-            *[
-                f"| {name} | {_pct(v['accuracy'])} | {v['benign_recall']:.3f} | {v['macro_f1']:.3f} |"
-                for name, v in heldout["shortcut_tests"].items()
-            ],
-        ]
-        lines += [
-            "",
-            "The model fills the scale-bar corner with the image's median colour itself, so masking it at test time "
-            "changes nothing by construction"
-            + (
-                "; its per-image channel standardisation removes most of what the stain normalisation changes. "
-                if manifest.get("recipe", {}).get("normalise", "image") == "image"
-                else ". The stain normalisation gives every image the training images' average stain, taking away "
-                "the colour differences between the classes' sessions that this model partly reads. "
-            )
-            + "Grey-scale input is the strict test of colour reliance.",
-        ]
-        baseline = heldout.get("colour_baseline")
-        if baseline:
-            lines += [
-                "",
-                "Colour-only baseline (logistic regression on channel means/stds and a colour histogram), same split: "
-                + "; ".join(
-                    f"{name}: accuracy {_pct(v['accuracy'])}, Benign recall {v['benign_recall']:.3f}"
-                    for name, v in baseline.items()
-                )
-                + ".",
-            ]
-        lines.append("")
-        lines += _drift()
-    lines += _recipe_search() + _colour_recipes() + _ensemble()
-    everything = not training.get("heldout_images")
-    lines += [
-        "## Speed",
-        f"Classification including reading the OOD statistics, on this machine's CPU (Intel Xeon, 2 cores): "
-        f"{speed[1]:.1f} ms per image with 1 thread, {speed[2]:.1f} ms with 2 threads (batch of 64 images at 224 px; "
-        "decoding JPEG files not included), measured through the plain `predict`; `allgui classify` uses the "
-        "faster path in `allgui/core/inference.py` (docs/performance.md).",
-        "",
-        "## Reproduce",
-        "```",
-        "python -m training.train_default         # held-out run: first 85% of each class, measured on the last 15%; "
-        "writes training/results/heldout.json",
-        "python -m training.train_default --all   # the shipped model: weights on the first 85%, checkpoint and "
-        "thresholds on the newest 15%",
-        "```",
-        "The data comes from `ALLGUI_TEST_DATA` or `../shared/data/taleqani-all`. Training is seeded and "
-        "reproducible on the CPU with one thread (rerunning the held-out run gave the recipe search's figures to "
-        "the last digit); other machines and thread counts train other weights, with figures within noise (the "
-        "previous recipe scored 97.4-97.6% on an NVIDIA H200 against 97.4% on this CPU).",
-        "",
-        "## Known gaps",
-        *_gaps(heldout),
-        (
-            "- The held-out figures are those of the sibling model trained one block earlier with the same recipe "
-            "and seed; no later images are left here to measure the shipped weights themselves on. Those weights "
-            "did not learn from the newest 15% of captures, which chose their checkpoint and fitted their "
-            'thresholds (see "Which images fit the thresholds").'
-            if everything
-            else "- This model has not learnt from the latest 15% of captures (kept for honest figures); `--all` "
-            "uses them as its validation part, at the cost of a card measured on a sibling model."
+        duplicate_groups=training.duplicate_groups,
+        countermeasures=_countermeasures(manifest.get("recipe", {})),
+        validation_images=fit.get("validation_images"),
+        validation=training.validation,
+        heldout_evaluation=(
+            "## Held-out evaluation\n\nNot run for this folder." if heldout is None else _heldout(manifest, heldout)
         ),
-        "- The OOD checks use generated pictures, altered smears and scikit-image's sample pictures; real blood "
-        "smears from other laboratories (another stain protocol, scanner or magnification), the hardest case, were "
-        "not available here.",
-        "",
-    ]
-    return "\n".join(lines)
+        recipe_search=_recipe_search(),
+        colour_recipes=_colour_recipes(),
+        ensemble=_ensemble(),
+        speed_1=f"{speed[1]:.1f}",
+        speed_2=f"{speed[2]:.1f}",
+        gaps="\n".join(_gaps(manifest, heldout)),
+    )
 
 
-def _gaps(heldout: dict[str, Any] | None) -> list[str]:
-    """Known gaps read off the held-out figures: missed targets and what removing colour costs."""
+def _heldout(manifest: dict[str, Any], heldout: dict[str, Any]) -> str:
+    """The held-out evaluation, from model_card_heldout.md.template."""
+    h, split, r, f = heldout["heldout"], heldout["split"], heldout["review"], heldout["foreign"]
+    recall = h["per_class_recall"]
+    targets = (
+        ("accuracy >= 99%", h["accuracy"] >= 0.99),
+        ("macro-F1 >= 0.99", h["f1_macro"] >= 0.99),
+        ("Benign recall >= 0.97", recall["Benign"] >= 0.97),
+        ("ECE <= 0.03", h["ece"] <= 0.03),
+        ("<= 5% flagged", r["flagged_rate"] <= 0.05),
+        ("every misclassified image flagged", r["misclassified_flagged"] == r["misclassified"]),
+        (">= 95% of foreign images flagged", f["flagged_rate"] >= 0.95),
+    )
+    baseline = heldout.get("colour_baseline")
+    return _template(HELDOUT_TEMPLATE).substitute(
+        train_share=f"{1 - split['test_fraction']:.0%}",
+        train=split["train"],
+        test_share=f"{split['test_fraction']:.0%}",
+        heldout=split["heldout"],
+        heldout_per_class=", ".join(f"{CLASS_NAMES[int(k)]} {v}" for k, v in split["heldout_per_class"].items()),
+        which_weights=(
+            ". The figures are for the shipped weights themselves"
+            if RunRecord.read(manifest).training.held_out_images
+            else "; the shipped model was then trained the same way on all the data, one block later: its weights "
+            "on the first 85%, its checkpoint, temperature and review thresholds on the newest 15%"
+        ),
+        date=heldout["date"],
+        command=heldout["command"],
+        accuracy=_pct(h["accuracy"]),
+        accuracy_ci=_ci(h["accuracy_ci95"]),
+        f1_macro=f"{h['f1_macro']:.4f}",
+        f1_macro_ci=_ci(h["macro_f1_ci95"], False),
+        f1_weighted=f"{h['f1_weighted']:.4f}",
+        benign_recall=f"{recall['Benign']:.4f}",
+        benign_recall_ci=_ci(h["benign_recall_ci95"], False),
+        malignant_recalls=f"{recall['Early Pre-B']:.4f} / {recall['Pre-B']:.4f} / {recall['Pro-B']:.4f}",
+        ece=f"{h['ece']:.4f}",
+        ece_uncalibrated=f"{h['ece_uncalibrated']:.4f}",
+        class_order=", ".join(CLASS_NAMES),
+        confusion_matrix=h["confusion_matrix"],
+        targets="; ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in targets),
+        newest_blocks=_newest_blocks(manifest),
+        flagged=_pct(r["flagged_rate"]),
+        flagged_ci=_ci(r["flagged_ci95"]),
+        flagged_low_confidence=_pct(r["flagged_low_confidence_rate"]),
+        flagged_benign_alert=(
+            f"Benign not ruled out {_pct(r['flagged_benign_alert_rate'])}, " if "flagged_benign_alert_rate" in r else ""
+        ),
+        flagged_ood=_pct(r["flagged_ood_rate"]),
+        misclassified=r["misclassified"],
+        misclassified_flagged=r["misclassified_flagged"],
+        foreign_images=f["images"],
+        foreign_flagged=_pct(f["flagged_rate"]),
+        foreign_flagged_ci=_ci(f["flagged_ci95"]),
+        flagged_by_kind="\n".join(f"| {kind} | {_pct(rate)} |" for kind, rate in f["flagged_by_kind"].items()),
+        auroc_ood_score=f["auroc_ood_score"],
+        auroc_max_softmax=f["auroc_max_softmax"],
+        review_rule=_review_rule(),
+        validation_split=_validation_split(),
+        benign_recall_3=f"{recall['Benign']:.3f}",
+        f1_macro_3=f"{h['f1_macro']:.3f}",
+        shortcut_tests="\n".join(
+            f"| {name} | {_pct(v['accuracy'])} | {v['benign_recall']:.3f} | {v['macro_f1']:.3f} |"
+            for name, v in heldout["shortcut_tests"].items()
+        ),
+        colour_handling=(
+            "; its per-image channel standardisation removes most of what the stain normalisation changes. "
+            if manifest.get("recipe", {}).get("normalise", "image") == "image"
+            else ". The stain normalisation gives every image the training images' average stain, taking away "
+            "the colour differences between the classes' sessions that this model partly reads. "
+        ),
+        colour_baseline=(
+            "\n\nColour-only baseline (logistic regression on channel means/stds and a colour histogram), same "
+            "split: "
+            + "; ".join(
+                f"{name}: accuracy {_pct(v['accuracy'])}, Benign recall {v['benign_recall']:.3f}"
+                for name, v in baseline.items()
+            )
+            + "."
+            if baseline
+            else ""
+        ),
+        drift=_drift(),
+    )
+
+
+def _template(path: Path) -> Template:
+    # The files end with a newline; a sub-template is substituted into a line of the card, so it loses its own.
+    text = path.read_text(encoding="utf-8")
+    return Template(text if path == TEMPLATE else text.removesuffix("\n"))
+
+
+def _gaps(manifest: dict[str, Any], heldout: dict[str, Any] | None) -> list[str]:
+    """Known gaps read off the held-out figures (missed targets, what removing colour costs) and which weights the
+    figures are of."""
     if heldout is None:
-        return []
+        return [_measured_weights(manifest)]
     h, review, tests = heldout["heldout"], heldout["review"], heldout["shortcut_tests"]
     missed = [
         name
@@ -296,7 +240,7 @@ def _gaps(heldout: dict[str, Any] | None) -> list[str]:
         if not ok
     ]
     lines = [f"- Targets missed on held-out blocks: {'; '.join(missed)}."] if missed else []
-    seeds = [run for run in (_result("colour-recipes.json") or {}).get("runs", []) if run["name"].startswith(SHIPPED)]
+    seeds = [run for run in _result("colour-recipes.json")["runs"] if run["name"].startswith(SHIPPED)]
     if len(seeds) > 1:
         benign = [run["benign_recall"] for run in seeds]
         lines.append(
@@ -314,14 +258,26 @@ def _gaps(heldout: dict[str, Any] | None) -> list[str]:
         + ". A later session stained differently from these would cost accuracy in the same way. The OOD score "
         "flagged every strongly recoloured smear (H&E-, Papanicolaou-, DAB-like, hue-rotated)." + _drift_gap()
     )
-    return lines
+    return [*lines, _measured_weights(manifest)]
+
+
+def _measured_weights(manifest: dict[str, Any]) -> str:
+    if not RunRecord.read(manifest).training.held_out_images:
+        return (
+            "- The held-out figures are those of the sibling model trained one block earlier with the same recipe "
+            "and seed; no later images are left here to measure the shipped weights themselves on. Those weights "
+            "did not learn from the newest 15% of captures, which chose their checkpoint and fitted their "
+            'thresholds (see "Which images fit the thresholds").'
+        )
+    return (
+        "- This model has not learnt from the latest 15% of captures (kept for honest figures); `--all` "
+        "uses them as its validation part, at the cost of a card measured on a sibling model."
+    )
 
 
 def _drift_gap() -> str:
     """The milder drifts of training/results/stain-drift.json, for the shipped recipe (its first model)."""
     data = _result("stain-drift.json")
-    if data is None:
-        return " Whether it flags a milder stain drift was not tested."
     rows = {(r["drift"].split()[0], r["strength"]): r for r in data["models"][0]["rows"]}
     mild = [rows[("stain", 0.1)], rows[("stain", 0.2)]]
     strong, light = rows[("stain", 0.3)], rows[("illumination", 0.1)]
@@ -376,11 +332,9 @@ def _colour_run_sentence(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def _review_rule() -> list[str]:
+def _review_rule() -> str:
     """Low confidence alone against low confidence plus the Benign alert (training/results/review-rule.json)."""
     data = _result("review-rule.json")
-    if data is None:
-        return []
     rules = list(data["models"][0]["rules"])
     lines = [
         "### Why the Benign alert",
@@ -418,32 +372,30 @@ def _review_rule() -> list[str]:
             )
             + "."
         )
-    lines.append("")
-    return lines
+    return "\n".join(lines)
 
 
-def _newest_blocks(manifest: dict[str, Any]) -> list[str]:
-    """The shipped weights on their own validation part, the newest 15% (models trained with --all)."""
+def _newest_blocks(manifest: dict[str, Any]) -> str:
+    """The shipped weights on their own validation part, the newest 15% (models trained with --all): a paragraph
+    that brings its own blank line, or nothing."""
     own = manifest.get("metrics", {}).get("newest_blocks")
     if not own:
-        return []
+        return ""
     fit = manifest.get("fit", {})
-    return [
+    return (
+        "\n\n"
         f"The shipped weights themselves learnt from the first 85% of each class (this split's training part). On "
         f"the last 15% ({own['images']} images), their validation part, they score accuracy {_pct(own['accuracy'])}, "
         f"macro-F1 {own['macro_f1']:.3f}, Benign recall {own['benign_recall']:.3f}, {own['misclassified']} errors "
         f"({own['misclassified_flagged']} flagged). Not an independent test: these images chose the checkpoint (epoch "
         f"{fit.get('best_epoch')} of {fit.get('epochs_run')}) and fitted the temperature and review thresholds, so "
-        f"their flag rate ({_pct(own['flagged_rate'])}) is set by the review budgets.",
-        "",
-    ]
+        f"their flag rate ({_pct(own['flagged_rate'])}) is set by the review budgets."
+    )
 
 
-def _validation_split() -> list[str]:
+def _validation_split() -> str:
     """Last blocks against random groups as the validation part (training/results/validation-split.json)."""
     data = _result("validation-split.json")
-    if data is None:
-        return []
     lines = [
         "### Which images fit the thresholds",
         "The validation part chooses the checkpoint and fits the temperature and review thresholds. Images from the "
@@ -477,16 +429,13 @@ def _validation_split() -> list[str]:
         "average (within seed noise: 1-3 images per seed), so the shipped model takes the newest sessions as its "
         "validation part (decided by a rule written down before seeds 0 and 1 were compared: switch if the random "
         "part flags a smaller share of its errors; seed 2 came after, as a check). Three seeds are thin evidence.",
-        "",
     ]
-    return lines
+    return "\n".join(lines)
 
 
-def _drift() -> list[str]:
+def _drift() -> str:
     """Held-out images under a session-wide stain or illumination drift (training/results/stain-drift.json)."""
     data = _result("stain-drift.json")
-    if data is None:
-        return []
     models = data["models"]
     lines = [
         "### A later session stained or lit differently",
@@ -505,17 +454,15 @@ def _drift() -> list[str]:
             for r in (m["rows"][index] for m in models)
         ]
         lines.append(f"| {row['drift']} | {row['strength']:g} | {row['sessions']} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return "\n".join(lines)
 
 
-def _ensemble() -> list[str]:
+def _ensemble() -> str:
     """Seeds of the shipped recipe alone and averaged (training/results/ensemble.json)."""
     data = _result("ensemble.json")
-    if data is None:
-        return []
     *single, average = data["models"]
     always = set.intersection(*(set(m["wrong"]) for m in data["models"]))
-    return [
+    lines = [
         "### Averaging seeds",
         f"Seeds of the shipped recipe, each alone and with their calibrated probabilities averaged ({data['date']}, "
         "`training/results/ensemble.json`; review thresholds fitted on the shared validation part, the ensemble's "
@@ -538,21 +485,28 @@ def _ensemble() -> list[str]:
             else ""
         )
         + ". Not shipped.",
-        "",
     ]
+    return "\n".join(lines)
 
 
-def _result(name: str) -> dict[str, Any] | None:
-    """A measurement file of training/results, or None where it was not made."""
-    path = Path(__file__).resolve().parent / "results" / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+class MissingResultError(FileNotFoundError):
+    """A measurement file that a section of the card is rendered from is not there."""
 
 
-def _colour_recipes() -> list[str]:
-    """The colour-handling variants of the recipe (training/results/colour-recipes.json), when it is there."""
+def _result(name: str) -> dict[str, Any]:
+    """A measurement file of training/results; its absence is an error, not a shorter card."""
+    path = RESULTS / name
+    if not path.is_file():
+        raise MissingResultError(
+            f"{path} is missing: a section of the model card is rendered from it (training/model_card.py). "
+            "Run the script that writes it, or restore training/results from the checkout."
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _colour_recipes() -> str:
+    """The colour-handling variants of the recipe (training/results/colour-recipes.json)."""
     data = _result("colour-recipes.json")
-    if data is None:
-        return []
     fixed = [run for run in data["runs"] if run["options"].get("normalise") == "fixed"]
     colour = [run for run in fixed if not run["options"].get("stain_transfer")]
     transfer = [run for run in fixed if run["options"].get("stain_transfer")]
@@ -605,8 +559,7 @@ def _colour_recipes() -> list[str]:
             "trained with; across seeds the shipped recipe's held-out accuracy spans "
             f"{100 * (max(r['accuracy'] for r in shipped) - min(r['accuracy'] for r in shipped)):.1f} points."
         )
-    lines.append("")
-    return lines
+    return "\n".join(lines)
 
 
 # The shipped recipe's runs in colour-recipes.json (name prefix).
@@ -630,11 +583,9 @@ def _span(runs: list[dict[str, Any]], key: str) -> str:
     return _pct(low) if low == high else f"{_pct(low)}-{_pct(high)}"
 
 
-def _recipe_search() -> list[str]:
-    """The recipe search on a GPU machine (training/results/sweep-h200.json), when it is there."""
+def _recipe_search() -> str:
+    """The recipe search on a GPU machine (training/results/sweep-h200.json), and the later-session checks."""
     sweep = _result("sweep-h200.json")
-    if sweep is None:
-        return []
     lines = [
         "## Recipe search",
         f"{len(sweep['runs'])} trainings of {sweep['what']} ({sweep['date']}, {sweep['machine']}; "
@@ -662,8 +613,6 @@ def _recipe_search() -> list[str]:
     ]
     for name in ("recency.json", "recency-transfer.json"):
         data = _result(name)
-        if data is None:
-            continue
         lines += [f"Later sessions: {data['what']} ({data['date']}, `training/results/{name}`):", ""]
         lines += [
             f"- trained on {m['trained_on']}: accuracy {_pct(m['accuracy'])}, Benign recall "
@@ -683,7 +632,7 @@ def _recipe_search() -> list[str]:
             ),
             "",
         ]
-    return lines
+    return "\n".join(lines[:-1])  # the template holds the blank line after the section
 
 
 def write_card(folder: Path, heldout: dict[str, Any] | None) -> Path:
@@ -694,12 +643,12 @@ def write_card(folder: Path, heldout: dict[str, Any] | None) -> Path:
         card.unlink()
     manifest = store.read_manifest(folder)
     manifest["files"].pop(CARD, None)
-    store.write_json_atomic(folder / store.MANIFEST, manifest)
+    write_json_atomic(folder / store.MANIFEST, manifest)
     speed = {threads: round(ms, 2) for threads, ms in _speed(folder).items()}
     card.write_text(render(manifest, heldout, card_size(folder, manifest), speed), encoding="utf-8")
     manifest["files"][CARD] = store.sha256_of(card)
     manifest.setdefault("metrics", {})["speed_ms_per_image_cpu"] = {str(k): v for k, v in speed.items()}
-    store.write_json_atomic(folder / store.MANIFEST, manifest)
+    write_json_atomic(folder / store.MANIFEST, manifest)
     return card
 
 
@@ -713,9 +662,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, nargs="?", default=shipped_models_dir() / "secnn-default")
-    parser.add_argument("--heldout", type=Path, default=Path(__file__).resolve().parent / "results" / "heldout.json")
+    parser.add_argument("--heldout", type=Path, default=RESULTS / "heldout.json")
+    parser.add_argument("--no-heldout", action="store_true", help="no held-out evaluation was run for this folder")
     args = parser.parse_args(argv)
-    heldout = json.loads(args.heldout.read_text(encoding="utf-8")) if args.heldout.is_file() else None
+    if args.no_heldout:
+        heldout = None
+    elif args.heldout.is_file():
+        heldout = json.loads(args.heldout.read_text(encoding="utf-8"))
+    else:  # a card saying "not run" for a file that is merely missing would be wrong
+        parser.error(f"{args.heldout} is missing (write it with `python -m training.train_default`, or --no-heldout)")
     print(write_card(args.folder, heldout))
     return 0
 

@@ -4,6 +4,9 @@ Two families: pictures that are not smears at all (noise, blank, gradients, stri
 scenes, text), and real smears changed the way another laboratory's images would differ (other stain colours,
 inverted, much higher or lower magnification, single-cell crops). A third family is real: the sample pictures that
 scikit-image ships (the test extra installs it). Everything is seeded and deterministic.
+
+A test fixture (tests/test_secnn.py, tests/test_default_model.py) that the research scripts in training/ reuse from
+the checkout for the held-out evaluation and the model card's timing; the installed package uses neither.
 """
 
 from __future__ import annotations
