@@ -20,6 +20,7 @@ from allgui.core.inference import (
     fast_path,
 )
 from allgui.core.models import calibration
+from allgui.core.models.base import BatchPredictor, Classifier
 from allgui.core.models.classical import ColorBaselineClassifier
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import load_model, save_model
@@ -80,7 +81,7 @@ def test_fast_path_only_for_models_it_reproduces(trained: tuple[SECNNClassifier,
     model, _ = trained
     assert isinstance(fast_path(model), FastSECNN)
     assert fast_path(SECNNClassifier(**TINY)) is None  # untrained
-    assert fast_path(ColorBaselineClassifier()) is None
+    assert type(ColorBaselineClassifier().batch_predictor()) is BatchPredictor  # other kinds: the plain one
     with_tta = SECNNClassifier(**{**TINY, "tta": True})
     with_tta.net, with_tta.feature_ood, with_tta.image_ood = model.net, model.feature_ood, model.image_ood
     assert fast_path(with_tta) is None
@@ -103,7 +104,7 @@ def test_classify_rows_are_the_same_with_and_without_the_fast_path(
     files = [*paths, broken]
     monkeypatch.setenv("ALLGUI_INFERENCE_PRECISION", "float32")
     fast_rows = classify.classify_paths(files, loaded, batch_size=7)
-    monkeypatch.setattr(classify, "_fast_path", lambda loaded: None)
+    monkeypatch.setattr(SECNNClassifier, "batch_predictor", Classifier.batch_predictor)
     plain_rows = classify.classify_paths(files, loaded, batch_size=7)
     assert [r["path"] for r in fast_rows] == [r["path"] for r in plain_rows]
     assert [r["error"] for r in fast_rows] == [r["error"] for r in plain_rows] and fast_rows[-1]["error"]
@@ -191,6 +192,6 @@ def test_a_jpeg_draft_model_sees_files_decoded_as_in_its_training(
     assert np.abs(wanted - full)[:-1].max() > 1e-4 and np.abs(wanted - full)[-1].max() < 1e-5
     for use_fast in (True, False):
         if not use_fast:
-            monkeypatch.setattr(classify, "_fast_path", lambda loaded: None)
+            monkeypatch.setattr(SECNNClassifier, "batch_predictor", Classifier.batch_predictor)
         rows = classify.classify_paths([*files, png], loaded)
         np.testing.assert_allclose([r["probabilities"] for r in rows], wanted, atol=1e-5)

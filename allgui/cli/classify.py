@@ -80,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except ModelLoadError as error:
         log(f"allgui classify: cannot use the model: {error}")
         return 1
-    if hasattr(loaded.classifier, "set_device"):
-        # No log callback: a CPU fallback is a DeviceWarning, which main() prints as one "allgui: warning:" line.
-        loaded.classifier.set_device(args.device)
+    # No log callback: a CPU fallback is a DeviceWarning, which main() prints as one "allgui: warning:" line.
+    loaded.classifier.set_device(args.device)
     log(f"model {loaded.id} ({loaded.title}) on {loaded.classifier.device_name}")
     book = Journal(journal, journal_header(loaded)) if journal is not None else None
     try:

@@ -1,8 +1,9 @@
 """Batch classification of image files: one row per file, bad files become error rows, nothing is ever lost.
 
 Rows are journalled (:mod:`allgui.core.journal`) as they are produced, so a killed run resumes where it stopped.
-Decoding runs in a background thread, overlapping the model's inference on the previous batch. The CLI and the GUI
-batch tab both call :func:`classify_paths`; :mod:`allgui.core.export` writes the rows out.
+Decoding runs in a background thread, overlapping the model's inference on the previous batch. The CLI, the GUI's
+Batch and Review tabs all call :func:`classify_paths`, which runs each model as its
+:meth:`~allgui.core.models.base.Classifier.batch_predictor` says; :mod:`allgui.core.export` writes the rows out.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +36,7 @@ from allgui.core.journal import (
     path_key,
     read_journal,
 )
-from allgui.core.models.base import UNLIKE_TRAINING
+from allgui.core.models.base import UNLIKE_TRAINING, BatchPredictor
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check
 
@@ -51,7 +51,7 @@ DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.
 @dataclass
 class _Decoded:
     path: Path
-    image: Image.Image | Any | None  # Any: the fast path's prepared array (allgui.core.inference)
+    image: Any  # what the model's BatchPredictor.prepare made; None for a file that failed
     sha256: str | None
     phash: int | None
     error: str | None
@@ -64,25 +64,19 @@ def batch_hash(image: Image.Image) -> int:
     return perceptual_hash(image)
 
 
-def _decode(
-    path: Path,
-    fast: Any = None,
-    draft: tuple[int, int] | None = None,
-    reduce: Callable[[Image.Image], Image.Image] | None = None,
-) -> _Decoded:
-    """Read, hash and (on the fast path) prepare one file for the model, in a decoding thread.
+def _decode(path: Path, predictor: BatchPredictor, draft: tuple[int, int] | None = None) -> _Decoded:
+    """Read, hash and prepare one file for the model, in a decoding thread.
 
-    ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images. ``reduce``
-    is the model's :meth:`Classifier.reduce`: a batch waiting for the model keeps that, not full-size images.
+    ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images. A batch
+    waiting for the model keeps what ``predictor.prepare`` made (e.g. resized to its input size), not full-size images.
     """
     try:
         image, sha256 = read_rgb_and_sha256(path, draft=draft)
-        if fast is None:
-            hashed = batch_hash(image)  # of the full image, as before reducing
-            return _Decoded(path, image if reduce is None else reduce(image), sha256, hashed, None)
-        resized = fast.resized(image)
+        resized = predictor.resized(image)
+        # Of the image the predictor resized already where that is at the hash's size (a tenth of the cost), else
+        # of the full image, as before reducing.
         hashed = batch_hash(resized if resized.size == (HASH_SIZE, HASH_SIZE) else image)
-        return _Decoded(path, fast.prepare(resized), sha256, hashed, None)
+        return _Decoded(path, predictor.prepare(resized), sha256, hashed, None)
     except ImageReadError as error:
         return _Decoded(path, None, None, None, error.reason)
     except Exception as error:  # noqa: BLE001 - one file must never stop a batch
@@ -93,20 +87,9 @@ def _error_row(path: Path | str, error: str, model_id: str) -> Row:
     return {"path": str(path), "error": error, "model_id": model_id}
 
 
-def _fast_path(loaded: LoadedModel) -> Any:
-    """The SE-CNN's fast batched path (allgui.core.inference), or None for other models."""
-    # An SE-CNN's module is loaded whenever the classifier is one: checking first avoids importing torch otherwise.
-    if "allgui.core.models.secnn" not in sys.modules:
-        return None
-    from allgui.core.inference import fast_path
-
-    return fast_path(loaded.classifier)
-
-
-def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predict: Callable[[list], list] | None = None) -> list[Row]:
+def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predictor: BatchPredictor) -> list[Row]:
     good = [d for d in batch if d.image is not None]
-    predict = predict or loaded.classifier.predict
-    predictions = predict([d.image for d in good]) if good else []
+    predictions = predictor.predict_prepared([d.image for d in good]) if good else []
     by_path = {id(d): p for d, p in zip(good, predictions, strict=True)}
     rows = []
     for item in batch:
@@ -136,9 +119,8 @@ def _decoder(
     batch_size: int,
     out: queue.Queue,
     stop: threading.Event,
-    fast: Any = None,
+    predictor: BatchPredictor,
     draft: tuple[int, int] | None = None,
-    reduce: Callable[[Image.Image], Image.Image] | None = None,
 ) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
@@ -147,7 +129,7 @@ def _decoder(
                 if stop.is_set():
                     return
                 chunk = paths[start : start + batch_size]
-                batch = list(pool.map(lambda path: _decode(path, fast, draft, reduce), chunk))
+                batch = list(pool.map(lambda path: _decode(path, predictor, draft), chunk))
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -200,11 +182,10 @@ def classify_paths(
     finished = total - len(todo)
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    fast = _fast_path(loaded)
-    reduce = loaded.classifier.reduce if fast is None else None
+    predictor = loaded.classifier.batch_predictor()  # e.g. the SE-CNN's fast path: the one choice of how to run it
     worker = threading.Thread(
         target=_decoder,
-        args=(todo, max(1, batch_size), batches, stop, fast, loaded.classifier.decode_draft, reduce),
+        args=(todo, max(1, batch_size), batches, stop, predictor, loaded.classifier.decode_draft),
         name="classify-decode",
     )
     worker.start()
@@ -219,7 +200,7 @@ def classify_paths(
                 continue
             if batch is None:
                 break
-            rows = _rows_for(batch, loaded, fast.predict_prepared if fast is not None else None)
+            rows = _rows_for(batch, loaded, predictor)
             if book is not None:
                 book.append(rows)
             for row in rows:

@@ -17,8 +17,9 @@ What makes it faster (all exact up to float rounding, apart from bfloat16; ``tes
   ``training/precision_check.py`` measured it on held-out blocks (docs/performance.md) and
   ``ALLGUI_INFERENCE_PRECISION=float32`` turns it off.
 
-The path is chosen only for SE-CNN models without test-time augmentation; every other model uses its own
-``predict``. Preparing an image (:meth:`FastSECNN.prepare`) is thread-safe and meant to run in the decoding threads.
+``SECNNClassifier.batch_predictor`` chooses this path for SE-CNN models without test-time augmentation; every other
+model uses its own ``predict``. Preparing an image (:meth:`FastSECNN.prepare`) is thread-safe and meant to run in the
+decoding threads.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from allgui.core.models import calibration
-from allgui.core.models.base import Classifier, Prediction
+from allgui.core.models.base import BatchPredictor, Prediction
 from allgui.core.models.secnn import CORNER_BOX, SECNNClassifier
 
 # Images per forward pass: large enough to amortise per-call overhead, small enough that the first block's maps
@@ -141,7 +142,7 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
     return mean, math.sqrt(float(np.square(centred).sum(dtype=np.float64)) / max(1, values.size - 1))
 
 
-class FastSECNN:
+class FastSECNN(BatchPredictor):
     """Folded, channels-last copy of a trained :class:`SECNNClassifier` for batch inference on the CPU."""
 
     def __init__(self, model: SECNNClassifier, threads: int | None = None, precision: str | None = None) -> None:
@@ -153,6 +154,7 @@ class FastSECNN:
         if self.precision == "bfloat16" and not bfloat16_supported():
             raise ValueError("this CPU has no bfloat16 units: use precision='float32'")
         self.dtype = getattr(torch, self.precision)
+        super().__init__(model)
         self.model = model
         net = model.net.eval()
         self.blocks: list[_Block] = []
@@ -345,9 +347,10 @@ def _median_colour(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def fast_path(classifier: Classifier) -> FastSECNN | None:
-    """The fast path for ``classifier``, or None where it would not give the same predictions (other models, TTA)."""
-    if not isinstance(classifier, SECNNClassifier) or classifier.options.get("tta"):
+def fast_path(classifier: SECNNClassifier) -> FastSECNN | None:
+    """The fast path for ``classifier`` (what its :meth:`~SECNNClassifier.batch_predictor` returns), or None where
+    it would not give the same predictions (untrained, TTA, on a GPU)."""
+    if classifier.options.get("tta"):
         return None
     if classifier.net is None or classifier.feature_ood is None or classifier.image_ood is None:
         return None

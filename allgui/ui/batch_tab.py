@@ -409,9 +409,8 @@ class BatchTab(QWidget):
     def _device_notice(self) -> None:
         """Show, where the model notices are shown, that inference left a failing GPU for the CPU."""
         classifier = self.models.classifier
-        notice = getattr(classifier, "device_notice", None)
-        if notice:
-            classifier.device_notice = None
+        if classifier is not None and classifier.device_notice:
+            notice, classifier.device_notice = classifier.device_notice, None
             self.models.notice.emit(notice)
 
     def _finished(self) -> None:

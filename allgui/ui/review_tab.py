@@ -295,15 +295,15 @@ class ReviewTab(QWidget):
             self.start_predictions()
 
     def start_predictions(self) -> None:
-        classifier = self.models.classifier
-        if classifier is None or not len(self.session):
+        loaded = self.models.current
+        if loaded is None or not len(self.session):
             return
-        self.session.model_id = self.models.current.id if self.models.current else None
+        self.session.model_id = loaded.id
         self.runner.cancel("averages")
         self.runner.start(
             "predict",
             predict_task,
-            classifier,
+            loaded,
             [item.path for item in self.session.items],
             on_partial=self._predicted,
             on_result=self._predictions_finished,
@@ -311,15 +311,13 @@ class ReviewTab(QWidget):
             on_cancelled=self._predictions_cancelled,
         )
 
-    def _predicted(self, results: list[tuple[int, Any, str | None]]) -> None:
+    def _predicted(self, results: list[tuple[int, dict[str, Any]]]) -> None:
         rows = []
-        for index, prediction, error in results:
-            if error is not None:
-                self.session.set_error(index, error)
+        for index, row in results:
+            if row["error"]:
+                self.session.set_error(index, row["error"])
             else:
-                self.session.set_prediction(
-                    index, prediction.probabilities, prediction.needs_review, prediction.review_reasons
-                )
+                self.session.set_prediction(index, row["probabilities"], row["needs_review"], row["review_reasons"])
             rows.append(index)
         self.table_model.rows_changed(rows)
         if self.current_row in rows:

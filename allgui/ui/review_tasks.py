@@ -3,19 +3,20 @@ with a :class:`~allgui.ui.workers.Task` for progress, partial results and cancel
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from allgui.core.attention import ClassAverage, class_average
+from allgui.core.classify import Row, classify_paths, path_key
 from allgui.core.duplicates import DuplicateGroup, find_groups
 from allgui.core.hashing import HashRecord, hash_images
 from allgui.core.imageio import ImageReadError
-from allgui.core.models.base import Attention, Classifier, Prediction
+from allgui.core.models.base import Attention, Classifier
+from allgui.core.models.store import LoadedModel
 from allgui.core.progress import check
 from allgui.core.scan import ScanResult, scan_images
 from allgui.ui.workers import Task
@@ -52,37 +53,20 @@ def hash_task(task: Task, paths: Sequence[Path], threshold: int) -> tuple[list[H
     return records, find_groups(records, threshold)
 
 
-def batch_predict(classifier: Classifier) -> Callable[[list[Image.Image]], list[Prediction]]:
-    """The SE-CNN's fast batched path (allgui.core.inference; same predictions, to bfloat16 rounding where the CPU
-    uses it) where it applies, else ``predict``."""
-    if "allgui.core.models.secnn" in sys.modules:  # only then can the classifier be an SE-CNN; spares torch otherwise
-        from allgui.core.inference import fast_path
+def predict_task(task: Task, loaded: LoadedModel, paths: Sequence[Path]) -> int:
+    """Classify ``paths`` as ``allgui classify`` and the Batch tab do (:func:`allgui.core.classify.classify_paths`);
+    each image becomes ``(index, row)``, the row with an ``error`` for a file that could not be classified."""
+    indices: dict[str, list[int]] = {}
+    for index, path in enumerate(paths):
+        indices.setdefault(path_key(path), []).append(index)  # classify_paths gives one row per file
 
-        fast = fast_path(classifier)
-        if fast is not None:
-            return fast.predict
-    return classifier.predict
+    def partial(rows: list[Row]) -> None:
+        for row in rows:
+            for index in indices.get(path_key(row["path"]), []):
+                task.partial((index, row))
 
-
-def predict_task(task: Task, classifier: Classifier, paths: Sequence[Path]) -> int:
-    """Predict in batches; each image becomes ``(index, prediction, None)`` or ``(index, None, error)``."""
-    total = len(paths)
-    predict = batch_predict(classifier)
-    for start in range(0, total, BATCH):
-        check(task.cancel)
-        images, indices = [], []
-        for index in range(start, min(start + BATCH, total)):
-            try:
-                images.append(classifier.read(paths[index]))
-                indices.append(index)
-            except ImageReadError as error:
-                task.partial((index, None, error.reason))
-        if images:
-            for index, prediction in zip(indices, predict(images), strict=True):
-                task.partial((index, prediction, None))
-        done = min(start + BATCH, total)
-        task.progress(done, total, f"classified {done} of {total} images")
-    return total
+    classify_paths(paths, loaded, batch_size=BATCH, progress=task.progress, cancel=task.cancel, on_rows=partial)
+    return len(paths)
 
 
 def attention_task(task: Task, classifier: Classifier, path: Path, key: Any) -> tuple[Any, Attention | None]:

@@ -92,6 +92,33 @@ class Attention:
     heatmap: np.ndarray  # (H, W) in [0, 1], at the image's own resolution or the model's input size
 
 
+class BatchPredictor:
+    """How the batch pipeline (:func:`allgui.core.classify.classify_paths`) runs a classifier: :meth:`resized` and
+    :meth:`prepare` run in the decoding threads (so must be thread-safe), :meth:`predict_prepared` on batches of
+    what :meth:`prepare` made. This plain one calls the classifier's own methods; a model may return a faster one
+    from :meth:`Classifier.batch_predictor` that gives the same predictions (the SE-CNN's, allgui.core.inference).
+    """
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    def resized(self, image: Image.Image) -> Image.Image:
+        """The image at the model's input size where the predictor resizes first (the duplicate hash reuses it at
+        that size); the image itself here."""
+        return image
+
+    def prepare(self, image: Image.Image) -> Any:
+        """What a batch keeps between decoding and prediction (the classifier's :meth:`Classifier.reduce`)."""
+        return self.classifier.reduce(image)
+
+    def predict_prepared(self, prepared: Sequence[Any]) -> list[Prediction]:
+        return self.classifier.predict(prepared)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """Predictions for decoded images, as the pipeline makes them."""
+        return self.predict_prepared([self.prepare(self.resized(image)) for image in images])
+
+
 class Classifier(ABC):
     """A trainable, savable image classifier over the four classes."""
 
@@ -103,6 +130,9 @@ class Classifier(ABC):
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
         self.review = ReviewPolicy()
+        # Set when inference moved from a failing GPU to the CPU; the GUI shows it (read, then cleared, by callers).
+        # Always None for the kinds that run on the CPU only.
+        self.device_notice: str | None = None
 
     @abstractmethod
     def fit(
@@ -175,6 +205,14 @@ class Classifier(ABC):
     @abstractmethod
     def load_files(cls, folder: Path, manifest: dict[str, Any]) -> Classifier:
         """Rebuild from files written by :meth:`save_files` (checksums were already verified by the store)."""
+
+    def batch_predictor(self) -> BatchPredictor:
+        """How :func:`allgui.core.classify.classify_paths` runs this model (see :class:`BatchPredictor`)."""
+        return BatchPredictor(self)
+
+    def set_device(self, preference: str, log: LogCallback | None = None) -> None:
+        """Run inference on ``preference`` ("auto", "cpu" or "cuda") where the model can; CPU-only kinds ignore it."""
+        del preference, log  # a CPU-only kind has nowhere else to run
 
     @property
     def device_name(self) -> str:

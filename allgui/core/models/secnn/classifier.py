@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models import calibration
-from allgui.core.models.base import Attention, Classifier, Prediction, ReviewPolicy
+from allgui.core.models.base import Attention, BatchPredictor, Classifier, Prediction, ReviewPolicy
 from allgui.core.models.manifest import InvalidManifest, check_options
 from allgui.core.models.secnn.net import SECNN, NetConfig
 from allgui.core.models.secnn.options import DEFAULTS, MAX_WIDTH_PIXELS, OPTION_BOUNDS, SECNNOptions
@@ -63,8 +63,6 @@ class SECNNClassifier(SECNNTraining, Classifier):
         self.ood_scales = (1.0, 1.0)
         self.fit_summary: FitSummary = {}
         self._device: torch.device | None = None
-        # Set when inference moved from a failing GPU to the CPU; the GUI shows it (read, then cleared, by callers).
-        self.device_notice: str | None = None
 
     # ---- device ------------------------------------------------------------------------------------------------
     @property
@@ -82,6 +80,12 @@ class SECNNClassifier(SECNNTraining, Classifier):
     @property
     def device_name(self) -> str:
         return device_label(self.device)
+
+    def batch_predictor(self) -> BatchPredictor:
+        """The fast batched path (allgui.core.inference) where it gives these predictions, else the plain one."""
+        from allgui.core import inference  # imports this module, and is needed only for batches
+
+        return inference.fast_path(self) or super().batch_predictor()
 
     # ---- input -------------------------------------------------------------------------------------------------
     @property
