@@ -469,10 +469,12 @@ def test_the_plain_path_keeps_what_the_model_reduces_images_to(images: list[Path
     loaded = load_model(shipped_models_dir() / "svm-taleqani")
     classifier = loaded.classifier
     reduced: dict[int, tuple[int, int]] = {}
+    kept: list[Image.Image] = []  # alive until the end, so that no id is reused by a later image
     real_predict = classifier.predict
 
     def reduce(image: Image.Image) -> Image.Image:  # stands in for a classical model's reduce
         small = image.resize((48, 48))
+        kept.append(small)
         reduced[id(small)] = image.size
         return small
 
