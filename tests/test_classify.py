@@ -161,3 +161,21 @@ def test_kill_9_mid_batch_then_resume_loses_and_repeats_nothing(
         if earlier is not None:  # kept from the journal, not classified again
             assert row["predicted"] == earlier["predicted"]
             assert float(row["confidence"]) == pytest.approx(earlier["confidence"], abs=1e-6)
+
+
+def test_rows_without_duplicate_grouping_are_the_same_rows_less_the_hash(
+    model_folder: Path, real_paths: list[Path], tmp_path: Path
+) -> None:
+    """The Review tab groups duplicates with its own hash pass: classify_paths then skips its hash, nothing else."""
+    from allgui.core.classify import classify_paths
+    from allgui.core.models.store import load_model
+
+    loaded = load_model(model_folder)
+    paths = real_paths[::30]
+    grouped = classify_paths(paths, loaded, batch_size=4)
+    plain = classify_paths(paths, loaded, batch_size=4, group_duplicates=False)
+    assert all("phash" in row and "duplicate_group" in row for row in grouped)
+    assert [{k: v for k, v in row.items() if k not in ("phash", "duplicate_group")} for row in grouped] == plain
+    with pytest.raises(ValueError, match="perceptual hash"):  # a journal row needs its hash to resume
+        classify_paths(paths, loaded, journal=tmp_path / "j.jsonl", group_duplicates=False)
+    assert not (tmp_path / "j.jsonl").exists()

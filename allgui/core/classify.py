@@ -64,7 +64,9 @@ def batch_hash(image: Image.Image) -> int:
     return perceptual_hash(image)
 
 
-def _decode(path: Path, predictor: BatchPredictor, draft: tuple[int, int] | None = None) -> _Decoded:
+def _decode(
+    path: Path, predictor: BatchPredictor, draft: tuple[int, int] | None = None, hashes: bool = True
+) -> _Decoded:
     """Read, hash and prepare one file for the model, in a decoding thread.
 
     ``draft`` is the model's ``decode_draft``: the file is decoded as the model saw its training images. A batch
@@ -75,7 +77,7 @@ def _decode(path: Path, predictor: BatchPredictor, draft: tuple[int, int] | None
         resized = predictor.resized(image)
         # Of the image the predictor resized already where that is at the hash's size (a tenth of the cost), else
         # of the full image, as before reducing.
-        hashed = batch_hash(resized if resized.size == (HASH_SIZE, HASH_SIZE) else image)
+        hashed = batch_hash(resized if resized.size == (HASH_SIZE, HASH_SIZE) else image) if hashes else None
         return _Decoded(path, predictor.prepare(resized), sha256, hashed, None)
     except ImageReadError as error:
         return _Decoded(path, None, None, None, error.reason)
@@ -106,7 +108,7 @@ def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predictor: BatchPredic
                 "needs_review": bool(prediction.needs_review),
                 "review_reasons": list(prediction.review_reasons),
                 "image_sha256": item.sha256,
-                "phash": f"{item.phash:016x}",
+                **({"phash": f"{item.phash:016x}"} if item.phash is not None else {}),
                 "model_id": loaded.id,
                 "error": "",
             }
@@ -121,6 +123,7 @@ def _decoder(
     stop: threading.Event,
     predictor: BatchPredictor,
     draft: tuple[int, int] | None = None,
+    hashes: bool = True,
 ) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
@@ -129,7 +132,7 @@ def _decoder(
                 if stop.is_set():
                     return
                 chunk = paths[start : start + batch_size]
-                batch = list(pool.map(lambda path: _decode(path, predictor, draft), chunk))
+                batch = list(pool.map(lambda path: _decode(path, predictor, draft, hashes), chunk))
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -153,13 +156,18 @@ def classify_paths(
     cancel: CancelToken | None = None,
     log: LogCallback | None = None,
     on_rows: Callable[[list[Row]], None] | None = None,
+    group_duplicates: bool = True,
 ) -> list[Row]:
     """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
 
     With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it. A
     :class:`Journal` the caller opened stays open (and locked) afterwards, e.g. until the export is written.
     Raises :class:`Cancelled` when ``cancel`` is set (the journal keeps everything finished so far).
+    ``group_duplicates=False`` leaves out the perceptual hash and the duplicate column, for a caller that groups
+    the images itself (the Review tab hashes them before classifying, to show the groups first).
     """
+    if journal is not None and not group_duplicates:
+        raise ValueError("a journal keeps each row's perceptual hash: classify with group_duplicates")
     log = log or (lambda _: None)
     unique: dict[str, Path] = {}
     for path in paths:
@@ -185,7 +193,7 @@ def classify_paths(
     predictor = loaded.classifier.batch_predictor()  # e.g. the SE-CNN's fast path: the one choice of how to run it
     worker = threading.Thread(
         target=_decoder,
-        args=(todo, max(1, batch_size), batches, stop, predictor, loaded.classifier.decode_draft),
+        args=(todo, max(1, batch_size), batches, stop, predictor, loaded.classifier.decode_draft, group_duplicates),
         name="classify-decode",
     )
     worker.start()
@@ -220,7 +228,8 @@ def classify_paths(
             book.close()
     rows = [done[k] for k in keys]
     rows += [_error_row(path, reason, loaded.id) for path, reason in problems]
-    _assign_duplicate_groups(rows)
+    if group_duplicates:
+        _assign_duplicate_groups(rows)
     return rows
 
 

@@ -65,7 +65,16 @@ def predict_task(task: Task, loaded: LoadedModel, paths: Sequence[Path]) -> int:
             for index in indices.get(path_key(row["path"]), []):
                 task.partial((index, row))
 
-    classify_paths(paths, loaded, batch_size=BATCH, progress=task.progress, cancel=task.cancel, on_rows=partial)
+    # The tab's own hash pass (hash_task) has grouped the duplicates already: not hashed a second time here.
+    classify_paths(
+        paths,
+        loaded,
+        batch_size=BATCH,
+        progress=task.progress,
+        cancel=task.cancel,
+        on_rows=partial,
+        group_duplicates=False,
+    )
     return len(paths)
 
 
