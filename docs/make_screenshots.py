@@ -99,7 +99,7 @@ def main() -> int:
     window.resize(*SIZE)
     window.show()
     wait(app, lambda: window.models.current is not None, 300, "the model")
-    wait(app, lambda: window.models.torch_device is not None, 120, "the device probe")
+    wait(app, lambda: window.models.network_device is not None, 120, "the device probe")
 
     window.open_paths([review_folder])
     review = window.review
@@ -115,6 +115,15 @@ def main() -> int:
     review.image_panel.opacity.setValue(40)
     window.grab().save(str(OUT / "review.png"))
     print("review.png", flush=True)
+
+    from allgui.ui.preferences import PreferencesDialog
+
+    preferences = PreferencesDialog(window.settings, window)
+    preferences.show()
+    wait(app, lambda: True, 1, "")
+    preferences.grab().save(str(OUT / "preferences.png"))
+    preferences.reject()
+    print("preferences.png", flush=True)
 
     batch = window.batch
     window.tabs.setCurrentWidget(batch)
@@ -144,6 +153,18 @@ def main() -> int:
     wait(app, lambda: True, 1, "")
     window.grab().save(str(OUT / "training-confusion.png"))
     print("training.png, training-confusion.png", flush=True)
+    # The laboratory bundle, which has no torch: the network rows say they need the full bundle.
+    from allgui.core import experiments
+    from allgui.core.models import runtime
+
+    installed, runtime.torch_installed = runtime.torch_installed, lambda: False
+    training.views.setCurrentIndex(0)
+    training.set_experiments(list(experiments.EXPERIMENTS))
+    wait(app, lambda: True, 1, "")
+    window.grab().save(str(OUT / "training-lab-bundle.png"))
+    runtime.torch_installed = installed
+    training.set_experiments(list(experiments.EXPERIMENTS))
+    print("training-lab-bundle.png", flush=True)
 
     wizard = window.open_wizard()
     wizard.resize(1000, 720)

@@ -29,7 +29,7 @@ from allgui.core.hashing import hash_images
 from allgui.core.models import classical, features, torch_device
 from allgui.core.models.classical import RFClassifier, SVMClassifier
 from allgui.core.models.secnn import SECNNClassifier
-from allgui.core.models.secnn import classifier as secnn_module
+from allgui.core.models.secnn import trainer as secnn_trainer
 from allgui.core.models.store import ModelStore, load_model, save_model
 from allgui.core.models.torch_device import DeviceWarning, choose_device
 from allgui.core.progress import Cancelled, CancelToken
@@ -458,23 +458,23 @@ def test_cuda_failing_during_training_continues_on_cpu(
 ) -> None:
     """Training starts on a (simulated) GPU that fails in the first batch; it restarts on the CPU and finishes."""
     _, paths, labels = images
-    monkeypatch.setattr(secnn_module, "choose_device", lambda preference, log=None: torch.device("cuda"))
-    real_train = SECNNClassifier._train
+    monkeypatch.setattr(secnn_trainer, "choose_device", lambda preference, log=None: torch.device("cuda"))
+    real_train = secnn_trainer._train
     devices: list[str] = []
 
-    def train_failing_on_cuda(self: SECNNClassifier, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        devices.append(self.device.type)
-        if self.device.type == "cuda":
+    def train_failing_on_cuda(model: SECNNClassifier, device: torch.device, *args: Any) -> dict[str, Any]:
+        devices.append(device.type)
+        if device.type == "cuda":
             raise failure
-        return real_train(self, *args, **kwargs)
+        return real_train(model, device, *args)
 
-    monkeypatch.setattr(SECNNClassifier, "_train", train_failing_on_cuda)
+    monkeypatch.setattr(secnn_trainer, "_train", train_failing_on_cuda)
     model = SECNNClassifier(**{**TINY_SECNN, "device": "cuda"}, epochs=1)
     lines: list[str] = []
     with pytest.warns(DeviceWarning, match="continuing on the CPU"):
         summary = model.fit(paths[::4], labels[::4], log=lines.append)
     assert devices == ["cuda", "cpu"]
-    assert model.device.type == "cpu" and model.device_name == "CPU" and summary["device"] == "CPU"
+    assert model.device_name == "CPU" and summary["device"] == "CPU"
     assert any(line.startswith("warning: CUDA failed") for line in lines)
     assert model.predict_proba([smear_like(2)]).shape == (1, 4)
 
@@ -483,12 +483,12 @@ def test_other_training_errors_are_not_mistaken_for_cuda_failures(
     images: tuple[Path, list[Path], np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, paths, labels = images
-    monkeypatch.setattr(secnn_module, "choose_device", lambda preference, log=None: torch.device("cuda"))
+    monkeypatch.setattr(secnn_trainer, "choose_device", lambda preference, log=None: torch.device("cuda"))
 
-    def broken(self: SECNNClassifier, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def broken(*args: Any) -> dict[str, Any]:
         raise ValueError("a bug, not a device problem")
 
-    monkeypatch.setattr(SECNNClassifier, "_train", broken)
+    monkeypatch.setattr(secnn_trainer, "_train", broken)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeviceWarning)  # no silent retry on the CPU
         with pytest.raises(ValueError, match="a bug"):

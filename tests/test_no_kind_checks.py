@@ -13,7 +13,16 @@ PACKAGE = Path(allgui.__file__).parent
 # The attention view may ask whether the model has an SE attention view at all.
 ALLOWED = {PACKAGE / "ui" / "attention_view.py", PACKAGE / "ui" / "review_attention.py"}
 # Names that identify a classifier kind or something only one kind used to have (with every "...Classifier").
-KIND_NAMES = {"FastSECNN", "BatchPredictor", "set_device", "device_notice", "batch_predictor", "predict_prepared"}
+KIND_NAMES = {
+    "FastSECNN",
+    "BatchPredictor",
+    "set_device",
+    "set_engine",
+    "engine_name",
+    "device_notice",
+    "batch_predictor",
+    "predict_prepared",
+}
 # Modules whose presence in sys.modules was taken as "the model is an SE-CNN".
 MODEL_MODULES = ("allgui.core.models", "allgui.core.inference")
 

@@ -16,6 +16,7 @@ from allgui.core.imageio import read_rgb
 from allgui.core.metrics import expected_calibration_error
 from allgui.core.models import calibration
 from allgui.core.models.secnn import SECNNClassifier
+from allgui.core.models.secnn.augmentation import augmenter
 from allgui.core.models.torch_device import DeviceWarning, choose_device
 from allgui.core.progress import Cancelled, CancelToken
 from allgui.core.splits import block_split
@@ -219,10 +220,10 @@ def test_mahalanobis_scores_far_points_higher() -> None:
 
 def test_training_crops_are_the_crop_size_and_prediction_sees_the_whole_image() -> None:
     model = SECNNClassifier(image_size=48, train_crop=32, blocks=3, width=8)
-    augment = model._augmenter()
+    augment = augmenter(model.options)
     torch.manual_seed(0)
     assert {tuple(augment(torch.rand(3, 48, 48)).shape) for _ in range(10)} == {(3, 32, 32)}
-    assert model._stack([read_rgb_like(60)]).shape == (1, 3, 48, 48)
+    assert model.pixels(read_rgb_like(60)).shape == (48, 48, 3)
 
 
 def read_rgb_like(size: int):

@@ -18,8 +18,6 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import torch
-
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models import store
 from allgui.core.models.run_record import RunRecord
@@ -45,22 +43,30 @@ def _ci(interval: list[float], percent: bool = True) -> str:
 
 
 def _speed(folder: Path) -> dict[int, float]:
-    """Milliseconds per image of the plain ``predict`` with 1 and 2 CPU threads."""
+    """Milliseconds per image of ``predict`` on ONNX Runtime (the default engine) with 1 and 2 CPU threads."""
     from allgui.core.imageio import read_rgb  # noqa: F401 - keeps the import cost out of the timing
+    from allgui.core.models.secnn.engines import OnnxEngine
     from tests.foreign_images import generated_images
 
-    loaded = store.load_model(folder)
+    classifier = store.load_model(folder).classifier
     images = [image for _, image in generated_images(per_kind=8, seed=3)]  # 64 images at 224 px
-    loaded.classifier.predict(images[:4])
     timings = {}
-    previous = torch.get_num_threads()
     for threads in (1, 2):
-        torch.set_num_threads(threads)
+        classifier._engine = OnnxEngine(classifier.graph, classifier.config, threads)  # a thread count to measure
+        classifier.predict(images[:4])
         started = time.perf_counter()
-        loaded.classifier.predict(images)
+        classifier.predict(images)
         timings[threads] = (time.perf_counter() - started) / len(images) * 1000
-    torch.set_num_threads(previous)
     return timings
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux), for the speed figures."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
 
 
 def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes: int, speed: dict[int, float]) -> str:
@@ -121,6 +127,7 @@ def render(manifest: dict[str, Any], heldout: dict[str, Any] | None, size_bytes:
         recipe_search=_recipe_search(),
         colour_recipes=_colour_recipes(),
         ensemble=_ensemble(),
+        cpu=manifest.get("metrics", {}).get("speed_cpu", "unknown CPU"),
         speed_1=f"{speed[1]:.1f}",
         speed_2=f"{speed[2]:.1f}",
         gaps="\n".join(_gaps(manifest, heldout)),
@@ -645,6 +652,7 @@ def write_card(folder: Path, heldout: dict[str, Any] | None) -> Path:
     manifest["files"].pop(CARD, None)
     write_json_atomic(folder / store.MANIFEST, manifest)
     speed = {threads: round(ms, 2) for threads, ms in _speed(folder).items()}
+    manifest.setdefault("metrics", {})["speed_cpu"] = _cpu_name()
     card.write_text(render(manifest, heldout, card_size(folder, manifest), speed), encoding="utf-8")
     manifest["files"][CARD] = store.sha256_of(card)
     manifest.setdefault("metrics", {})["speed_ms_per_image_cpu"] = {str(k): v for k, v in speed.items()}

@@ -2,7 +2,8 @@
 
 Run: python -m training.precision_check MODEL_DIR [MODEL_DIR ...] [--data DIR] [--out FILE]
 
-Each model runs through the fast CPU path (allgui.core.inference) twice, in float32 and in bfloat16, on the later
+Each model runs through the torch engine's fast CPU path (allgui.core.inference) twice, in float32 and in bfloat16,
+and through ONNX Runtime (the default engine, float32), on the later
 capture blocks that ``training.evaluate_recipe`` holds out (last 15% of each class, duplicate groups whole). For
 a model trained on the other 85% (what ``evaluate_recipe`` and ``sweep`` save) these are its held-out figures; for
 the shipped model, which saw every image, only the agreement lines mean anything. Needs a CPU with bfloat16 units.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from allgui.core import metrics
-from allgui.core.inference import PRECISIONS, FastSECNN, bfloat16_supported
+from allgui.core.inference import PRECISIONS, bfloat16_supported
 from allgui.core.models.secnn import SECNNClassifier
 from allgui.core.models.store import MANIFEST, load_model
 from training import harness, record
@@ -52,16 +54,20 @@ def compare(folder: Path, paths: list[Path], truth: np.ndarray) -> dict[str, Any
     model = load(folder)
     images = [model.read(path) for path in paths]
     runs = {}
-    for precision in PRECISIONS:
-        fast = FastSECNN(model, threads=1, precision=precision)
-        predictions = fast.predict(images)
-        runs[precision] = (
+    for engine, precision in [("onnx", "float32"), *(("torch", precision) for precision in PRECISIONS)]:
+        os.environ["ALLGUI_INFERENCE_PRECISION"] = precision  # read as the torch engine is made
+        model.set_engine(engine)
+        predictions = model.predict(images)
+        runs[engine if engine == "onnx" else precision] = (
             np.stack([p.probabilities for p in predictions]),
             np.array([p.needs_review for p in predictions]),
         )
-    (p32, f32), (p16, f16) = runs["float32"], runs["bfloat16"]
+    os.environ.pop("ALLGUI_INFERENCE_PRECISION")
+    (p32, f32), (p16, f16), (onnx, onnx_flags) = runs["float32"], runs["bfloat16"], runs["onnx"]
     return {
         "model": str(folder),
+        "onnx": figures(truth, onnx, onnx_flags),
+        "onnx_max_abs_probability_change_from_float32": round(float(np.abs(p32 - onnx).max()), 7),
         "float32": figures(truth, p32, f32),
         "bfloat16": figures(truth, p16, f16),
         "max_abs_probability_change": round(float(np.abs(p32 - p16).max()), 5),

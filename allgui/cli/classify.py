@@ -9,6 +9,7 @@ from pathlib import Path
 
 from allgui.cli.interrupt import interrupt_cancels
 from allgui.cli.terminal import TerminalProgress, check_outputs, long_part_problem, require_images, require_paths
+from allgui.core.models.runtime import ENGINE_CHOICES, ENGINE_HELP, EngineUnavailable
 from allgui.core.progress import Cancelled, CancelToken
 
 
@@ -17,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--model", metavar="ID_OR_DIR", help="model id from `allgui models list`, or a model folder")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help="what runs a network: " + ENGINE_HELP,
+    )
     parser.add_argument("--out", metavar="FILE", help="write results here (default: standard output)")
     parser.add_argument("--format", choices=["csv", "json"], help="output format (default: from --out, else csv)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per inference batch")
@@ -82,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # No log callback: a CPU fallback is a DeviceWarning, which main() prints as one "allgui: warning:" line.
     loaded.classifier.set_device(args.device)
-    log(f"model {loaded.id} ({loaded.title}) on {loaded.classifier.device_name}")
+    loaded.classifier.set_engine(args.engine)
+    try:
+        runs_on = f"{loaded.classifier.engine_name} on {loaded.classifier.device_name}"
+    except EngineUnavailable as error:
+        log(f"allgui classify: cannot run the model {loaded.id}: {error}")
+        return 2
+    log(f"model {loaded.id} ({loaded.title}), {runs_on}")
     book = Journal(journal, journal_header(loaded)) if journal is not None else None
     try:
         if book is not None:

@@ -36,8 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of ``--model`` with the settings given on the command line, where that kind keeps them."""
     from allgui.cli.main import UsageError
-    from allgui.core.models.registry import kind_info, kinds_taking, training_options
+    from allgui.core.models.registry import cannot_train, kind_info, kinds_taking, training_options
 
+    if reason := cannot_train(args.model):
+        raise UsageError(reason)
     taken = kind_info(args.model).settings
     if args.image_size is not None and not 8 <= args.image_size <= 1024:
         raise UsageError("--image-size must be between 8 and 1024")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from allgui.core.duplicates import DEFAULT_THRESHOLD
+from allgui.core.models.runtime import ENGINE_CHOICES
 from allgui.core.paths import user_data_dir
 from allgui.core.statefile import StateFileError, read_state_json, warn_ignored, write_json_atomic
 
@@ -28,6 +29,7 @@ class Settings:
     model_id: str = ""  # chosen in the GUI's selector; empty: the store's active model
     duplicate_threshold: int = DEFAULT_THRESHOLD
     review_threshold: float | None = None  # None: the model's own review policy
+    engine: str = "auto"  # what runs a network: allgui.core.models.runtime.ENGINE_CHOICES
     window_geometry: str = ""  # QWidget.saveGeometry() as hex
     window_state: str = ""  # QMainWindow.saveState() as hex
     splitter_state: str = ""
@@ -50,6 +52,8 @@ class Settings:
             value, default = data[item.name], getattr(defaults, item.name)
             if item.name == "review_threshold":
                 ok = value is None or (isinstance(value, int | float) and 0.0 <= value <= 1.0)
+            elif item.name == "engine":
+                ok = value in ENGINE_CHOICES
             elif isinstance(default, int):
                 ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
             elif isinstance(default, list):

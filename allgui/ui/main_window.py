@@ -48,6 +48,7 @@ class MainWindow(QMainWindow):
         self.settings: Settings = load_settings(settings_dir)
         self.runner = TaskRunner(self)
         self.models = ModelController(self.runner, store, self)
+        self.models.engine = self.settings.engine
         self.errors: list[str] = []  # every error shown, newest last (tests and the log read it)
         self.review = self.batch = self.training = None
         self.wizard = None
@@ -260,8 +261,11 @@ class MainWindow(QMainWindow):
         dialog = dialog or PreferencesDialog(self.settings, self)
         if dialog.exec() != dialog.DialogCode.Accepted:
             return
-        duplicates_changed, review_changed = dialog.apply()
+        duplicates_changed, review_changed, engine_changed = dialog.apply()
         self.store_settings()
+        self.models.engine = self.settings.engine
+        if engine_changed and self.models.current is not None:
+            self.models.load(self.models.current.id)  # loaded again with the new engine, off the GUI thread
         if review_changed:
             self._apply_review_threshold()
             if self.review is not None and len(self.review.session):
@@ -273,8 +277,10 @@ class MainWindow(QMainWindow):
         self._apply_review_threshold()  # before the tabs, connected later, classify with it
         self.settings.model_id = loaded.id
         self._fill_models(self.models.models)
-        device = loaded.classifier.device_name
-        self.show_message(f"Model {loaded.title} ({loaded.id}) ready on {device}")
+        classifier = loaded.classifier
+        self.show_message(
+            f"Model {loaded.title} ({loaded.id}) ready on {classifier.device_name} ({classifier.engine_name})"
+        )
 
     def _device_notice(self, text: str) -> None:
         """A real warning (a GPU that failed, a choice that cannot be saved): marked, and kept in the tooltip."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from allgui.core.models import registry
+from allgui.core.models import registry, runtime
 from allgui.core.models.store import LoadedModel, ModelInfo, ModelStore
 from allgui.ui.workers import Task, TaskRunner
 
@@ -17,7 +17,7 @@ CPU_NOTE = "Runs on the CPU (no CUDA GPU found): slower, same results"
 Loaded = tuple[LoadedModel, list[str], str]  # the model, warnings to show, the plain device note ("" for none)
 
 
-def _load(task: Task, store: ModelStore, model_id: str | None) -> Loaded:
+def _load(task: Task, store: ModelStore, model_id: str | None, engine: str = "auto") -> Loaded:
     """Load (and activate) a model, collecting warnings (a failing GPU, ignored state files) and the device note.
 
     No garbage collection while torch, scikit-learn and the model come in: each full collection scans the growing
@@ -28,17 +28,18 @@ def _load(task: Task, store: ModelStore, model_id: str | None) -> Loaded:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load_quietly(task, store, model_id)
+        return _load_quietly(task, store, model_id, engine)
     finally:
         gc.freeze()
         if collecting:
             gc.enable()
 
 
-def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> Loaded:
-    from allgui.ui.preload import preload_torch_libraries
+def _load_quietly(task: Task, store: ModelStore, model_id: str | None, engine: str) -> Loaded:
+    if runtime.gpu_present() and runtime.torch_installed():  # only then does a network run on torch by default
+        from allgui.ui.preload import preload_torch_libraries
 
-    preload_torch_libraries()  # a no-op once torch is in
+        preload_torch_libraries()  # a no-op once torch is in
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         task.progress(0, 0, "loading model…")
@@ -47,20 +48,24 @@ def _load_quietly(task: Task, store: ModelStore, model_id: str | None) -> Loaded
         else:
             info = store.find(model_id)
             loaded = store.activate(model_id) if info.offered else store.load(model_id)
-        device = loaded.classifier.device_name  # touches torch's device choice inside the warning catcher
+        loaded.classifier.set_engine(engine)
+        device = loaded.classifier.device_name  # chooses the engine (and torch's device) inside the warning catcher
     # Device changes, and state files ignored on the way (a damaged active-model choice, a folder that is not a model).
     notices = [str(w.message) for w in caught if type(w.message).__name__ in ("DeviceWarning", "StateFileWarning")]
     if store.unsaved_reason:
         notices.append(f"{store.unsaved_reason}: the choice lasts until AllGUI closes.")
     # No GPU is the normal case on a lab PC, not a fault: a plain note, not a warning.
     note = ""
-    if registry.KINDS.get(loaded.kind, None) and registry.KINDS[loaded.kind].needs_torch and device == "CPU":
+    if registry.KINDS.get(loaded.kind, None) and registry.KINDS[loaded.kind].has_network and device == "CPU":
         note = CPU_NOTE
     return loaded, notices, note
 
 
-def _probe_torch_device(task: Task) -> str:
-    """The torch device label ("CPU" or the GPU's name); importing torch here keeps it off the start-up path."""
+def _probe_device(task: Task) -> str:
+    """Where a network runs by default: "CPU" (ONNX Runtime) unless a GPU driver is there and torch with it, which
+    is then imported here, off the start-up path, to name the GPU."""
+    if not (runtime.gpu_present() and runtime.torch_installed()):
+        return "CPU"
     from allgui.ui.preload import preload_torch_libraries
 
     preload_torch_libraries()
@@ -86,7 +91,8 @@ class ModelController(QObject):
         self.store = store or ModelStore()
         self.models: list[ModelInfo] = []
         self.current: LoadedModel | None = None
-        self.torch_device: str | None = None
+        self.network_device: str | None = None  # where networks run by default, once probed
+        self.engine = "auto"  # the Preferences' engine, set on each model as it loads
 
     def refresh(self) -> list[ModelInfo]:
         self.models = [m for m in self.store.list() if m.offered]
@@ -94,26 +100,33 @@ class ModelController(QObject):
         return self.models
 
     def device_of(self, info: ModelInfo) -> str:
-        """Where a listed model would run: classical models on the CPU; torch models where torch finds a GPU."""
+        """Where a listed model would run: classical models on the CPU; networks on a GPU where torch finds one."""
         kind = registry.KINDS.get(info.kind)
-        if kind is None or not kind.needs_torch:
+        if kind is None or not kind.has_network:
             return "CPU"
         if self.current is not None and self.current.id == info.id:
             return self.current.classifier.device_name
-        return self.torch_device or "GPU if available"
+        return self.network_device or "GPU if available"
 
     def probe_devices(self) -> None:
-        self.runner.start("devices", _probe_torch_device, on_result=self._devices_probed, background=True)
+        self.runner.start("devices", _probe_device, on_result=self._devices_probed, background=True)
 
     def _devices_probed(self, label: str) -> None:
-        self.torch_device = label
+        self.network_device = label
         self.devices_known.emit()
 
     def load(self, model_id: str | None = None) -> None:
         """Load ``model_id`` (None: the store's active model); the current model stays until the new one is ready."""
         self.loading.emit(model_id or "")
         self.runner.start(
-            "model", _load, self.store, model_id, on_result=self._loaded, on_error=self._failed, background=True
+            "model",
+            _load,
+            self.store,
+            model_id,
+            self.engine,
+            on_result=self._loaded,
+            on_error=self._failed,
+            background=True,
         )
 
     def _loaded(self, result: Loaded) -> None:

@@ -1,10 +1,18 @@
-"""Preferences dialog: the duplicate threshold and the confidence below which an image is flagged for review."""
+"""Preferences dialog: the duplicate threshold, the confidence below which an image is flagged for review, and the
+engine that runs a network."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QSpinBox
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QSpinBox
 
+from allgui.core.models.runtime import FULL_INSTALL, torch_installed
 from allgui.core.settings import Settings
+
+ENGINES = (
+    ("auto", "Automatic: ONNX Runtime on the CPU, torch on a GPU"),
+    ("onnx", "ONNX Runtime (CPU)"),
+    ("torch", "torch (CPU or GPU)"),
+)
 
 
 class PreferencesDialog(QDialog):
@@ -30,6 +38,18 @@ class PreferencesDialog(QDialog):
         self.review.setValue(settings.review_threshold if settings.review_threshold is not None else 0.9)
         self.review.setEnabled(settings.review_threshold is not None)
         self.own_policy.toggled.connect(lambda own: self.review.setEnabled(not own))
+        self.engine = QComboBox()
+        for value, text in ENGINES:
+            self.engine.addItem(text, value)
+        self.engine.setCurrentIndex(max(0, self.engine.findData(settings.engine)))
+        self.engine.setToolTip(
+            "What runs the SE-CNN networks. ONNX Runtime is exact and needs no GPU libraries; torch runs them on an "
+            "NVIDIA GPU, and models saved by an earlier AllGUI (without an ONNX graph) always run on torch. "
+            "On CPUs with bfloat16 units torch is faster, its probabilities a little less exact."
+        )
+        if not torch_installed():
+            self.engine.model().item(self.engine.findData("torch")).setEnabled(False)
+            self.engine.setToolTip(f"{self.engine.toolTip()}\n\n{FULL_INSTALL[0].upper()}{FULL_INSTALL[1:]}.")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -37,13 +57,20 @@ class PreferencesDialog(QDialog):
         form.addRow("Near-duplicate tolerance (0-16):", self.threshold)
         form.addRow("", self.own_policy)
         form.addRow("Flag for review below confidence:", self.review)
+        form.addRow("Network engine:", self.engine)
         form.addRow(buttons)
 
-    def apply(self) -> tuple[bool, bool]:
-        """Write the choices into the settings; returns (duplicate threshold changed, review threshold changed)."""
+    def apply(self) -> tuple[bool, bool, bool]:
+        """Write the choices into the settings; returns whether the duplicate threshold, the review threshold and
+        the engine changed."""
         threshold = self.threshold.value()
         review = None if self.own_policy.isChecked() else round(self.review.value(), 2)
-        changed = (threshold != self.settings.duplicate_threshold, review != self.settings.review_threshold)
-        self.settings.duplicate_threshold = threshold
-        self.settings.review_threshold = review
+        engine = str(self.engine.currentData())
+        settings = self.settings
+        changed = (
+            threshold != settings.duplicate_threshold,
+            review != settings.review_threshold,
+            engine != settings.engine,
+        )
+        settings.duplicate_threshold, settings.review_threshold, settings.engine = threshold, review, engine
         return changed

@@ -223,6 +223,7 @@ class TrainingTab(QWidget):
 
     def set_experiments(self, specs: list[Any]) -> None:
         from allgui.core.experiments import QUICK_IMAGES_PER_CLASS  # imported already by load_specs
+        from allgui.core.models.registry import cannot_train
 
         self.quick_radio.setText(f"Quick: smoke test ({QUICK_IMAGES_PER_CLASS} images per class, tiny models)")
         self.experiment_list.clear()
@@ -232,6 +233,11 @@ class TrainingTab(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked)
             item.setToolTip(spec.study_row or "not in the study: measures the colour shortcut")
+            if reason := cannot_train(spec.kind):
+                item.setText(f"{item.text()} — needs the full bundle")
+                item.setCheckState(Qt.CheckState.Unchecked)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
+                item.setToolTip(reason[0].upper() + reason[1:] + ".")
             self.experiment_list.addItem(item)
         rows = sum(self.experiment_list.sizeHintForRow(r) for r in range(self.experiment_list.count()))
         self.experiment_list.setMinimumHeight(rows + 2 * self.experiment_list.frameWidth() + 4)  # every experiment

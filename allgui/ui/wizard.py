@@ -284,6 +284,9 @@ class ModelPage(QWizardPage):
         kind = self.kind_combo.currentData()
         epochs, size, device = self.epochs.value(), self.image_size.value(), self.device.currentText()
         around = sum(p.weight for p in self.phases(2) if p.name != "training")
+        if reason := registry.cannot_train(kind):
+            self.estimate.setText(f"⚠ {reason[0].upper()}{reason[1:]}.")
+            return
         self.estimate.setText(estimate_text(kind, self.train_images(), epochs, size, self.cost, device, around))
 
     def phases(self, compared_models: int) -> tuple[Phase, ...]:
@@ -304,6 +307,10 @@ class ModelPage(QWizardPage):
         self.device.setEnabled("device" in info.settings)
         self.image_size.setValue(info.default_image_size)
         self._recost()
+        self.completeChanged.emit()
+
+    def isComplete(self) -> bool:
+        return registry.cannot_train(self.kind_combo.currentData()) is None
 
     def options(self) -> dict[str, Any]:
         """The kind's training options (an SE-CNN: the shipped default model's recipe) with the settings chosen

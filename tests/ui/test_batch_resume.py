@@ -175,21 +175,19 @@ def test_cancelled_batch_is_resumed_and_a_finished_one_is_not(qtbot, store, batc
 
 @pytest.mark.filterwarnings("ignore:CUDA failed:UserWarning")  # expected here; shown in the window instead
 def test_a_failing_gpu_does_not_fail_the_batch(qtbot, store, image_folder: Path, monkeypatch) -> None:
-    """The SE-CNN "on CUDA" fails its first forward: the batch completes on the CPU and the window says so."""
-    from allgui.core import inference
-
+    """The SE-CNN on torch "on CUDA" fails its first forward: the batch completes on the CPU and the window says so."""
     from ..test_secnn_device import CUDA_ERRORS, _pretend_cuda
 
     window = open_window(qtbot, store, "test-secnn")
     classifier = window.models.current.classifier
-    monkeypatch.setattr(inference, "fast_path", lambda _: None)  # on a GPU the plain path runs
+    classifier.set_engine("torch")  # what runs a network on a GPU
     _pretend_cuda(classifier, monkeypatch, CUDA_ERRORS[1])
     window.device_label.setText("")
     with qtbot.waitSignal(window.batch.finished, timeout=60000) as blocker:
         assert window.batch.start(image_folder)
     assert blocker.args == [21]
     assert not any(r.get("error") for r in window.batch.table_model.rows)
-    assert classifier.device.type == "cpu"
+    assert classifier.engine.device.type == "cpu"
     assert "CUDA failed (OutOfMemoryError" in window.device_label.text()
     assert "continuing on the CPU" in window.device_label.text()
     close_window(qtbot, window)

@@ -20,7 +20,7 @@ def test_model_selector_lists_every_offered_model_with_its_device(qtbot, store) 
     texts = [window.model_combo.itemText(i) for i in range(window.model_combo.count())]
     ids = [window.model_combo.itemData(i) for i in range(window.model_combo.count())]
     assert sorted(ids) == ["test-secnn", "test-svm"]
-    qtbot.waitUntil(lambda: window.models.torch_device is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.models.network_device is not None, timeout=60000)
     texts = [window.model_combo.itemText(i) for i in range(window.model_combo.count())]
     assert all(text.endswith(" — CPU") for text in texts), texts  # no GPU on the test machine
     assert window.model_combo.currentData() == "test-svm"

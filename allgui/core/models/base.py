@@ -214,10 +214,19 @@ class Classifier(ABC):
         """Run inference on ``preference`` ("auto", "cpu" or "cuda") where the model can; CPU-only kinds ignore it."""
         del preference, log  # a CPU-only kind has nowhere else to run
 
+    def set_engine(self, engine: str) -> None:
+        """Run a network in ``engine`` ("auto", "onnx" or "torch", :mod:`.runtime`); kinds without one ignore it."""
+        del engine  # scikit-learn runs these
+
     @property
     def device_name(self) -> str:
         """Where inference runs, for display ("CPU" or the GPU's name)."""
         return "CPU"
+
+    @property
+    def engine_name(self) -> str:
+        """What runs the model, for display and the results' provenance."""
+        return "scikit-learn"
 
 
 def _percent(value: float | None) -> str:

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from sklearn.covariance import LedoitWolf
 
 from allgui.core.classes import BENIGN
 from allgui.core.models.base import ReviewPolicy
@@ -69,6 +67,8 @@ class Mahalanobis:
             means[label] = z[rows].mean(axis=0)
             residuals[rows] = z[rows] - means[label]
             present[label] = True
+        from sklearn.covariance import LedoitWolf  # fitting only: loading a model must not pay for scikit-learn
+
         covariance = LedoitWolf(assume_centered=True).fit(residuals).covariance_
         precision = np.linalg.pinv(covariance)
         return cls(means[present], precision, centre, scale)
@@ -81,51 +81,29 @@ class Mahalanobis:
             distances.append(np.einsum("ij,jk,ik->i", diff, self.precision, diff))
         return np.min(np.stack(distances, axis=1), axis=1)
 
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+    def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {
-            f"{prefix}.means": torch.from_numpy(self.means),
-            f"{prefix}.precision": torch.from_numpy(self.precision),
-            f"{prefix}.centre": torch.from_numpy(self.centre),
-            f"{prefix}.scale": torch.from_numpy(self.scale),
+            f"{prefix}.means": self.means,
+            f"{prefix}.precision": self.precision,
+            f"{prefix}.centre": self.centre,
+            f"{prefix}.scale": self.scale,
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], prefix: str) -> Mahalanobis:
-        return cls(*(state[f"{prefix}.{name}"].double().numpy() for name in ("means", "precision", "centre", "scale")))
-
-
-def optical_density(x: torch.Tensor) -> torch.Tensor:
-    """Optical density of [0, 1] intensities (8-bit values shifted by one so that black stays finite)."""
-    return -torch.log((x * 255.0 + 1.0) / 256.0)
-
-
-def image_statistics(batch: torch.Tensor) -> np.ndarray:
-    """Colour and texture statistics of uint8 images (N, 3, H, W) that describe stain, background and focus.
-
-    Per channel: mean and std of optical density and its 5th/50th/95th percentiles; then saturation mean and std,
-    the share of bright (background) and dark pixels, and the mean gradient magnitude (sharpness/scale).
-    """
-    x = batch.float() / 255.0
-    od = optical_density(x)
-    flat = od.flatten(2)
-    quantiles = torch.quantile(flat, torch.tensor([0.05, 0.5, 0.95]), dim=2).permute(1, 2, 0).flatten(1)
-    high = x.max(dim=1).values
-    low = x.min(dim=1).values
-    saturation = (high - low) / high.clamp_min(1e-3)
-    grey = x.mean(dim=1)
-    gradient = (grey[:, 1:, :-1] - grey[:, :-1, :-1]).abs() + (grey[:, :-1, 1:] - grey[:, :-1, :-1]).abs()
-    columns = [
-        flat.mean(dim=2),
-        flat.std(dim=2),
-        quantiles,
-        saturation.flatten(1).mean(dim=1, keepdim=True),
-        saturation.flatten(1).std(dim=1, keepdim=True),
-        (grey > 0.8).float().flatten(1).mean(dim=1, keepdim=True),
-        (grey < 0.35).float().flatten(1).mean(dim=1, keepdim=True),
-        gradient.flatten(1).mean(dim=1, keepdim=True),
-        gradient.flatten(1).std(dim=1, keepdim=True),
-    ]
-    return torch.cat(columns, dim=1).numpy().astype(np.float64)
+    def from_state(cls, state: dict[str, np.ndarray], prefix: str, features: int) -> Mahalanobis:
+        """From :meth:`state`'s arrays, which must describe ``features`` columns and 1 to 4 classes."""
+        names = ("means", "precision", "centre", "scale")
+        missing = [f"{prefix}.{name}" for name in names if f"{prefix}.{name}" not in state]
+        if missing:
+            raise ValueError(f"the calibration lacks {', '.join(missing)}")
+        means, precision, centre, scale = (np.asarray(state[f"{prefix}.{n}"], dtype=np.float64) for n in names)
+        shapes = [means.shape, precision.shape, centre.shape, scale.shape]
+        expected = [(features, features), (features,), (features,)]
+        if means.ndim != 2 or not 1 <= len(means) <= 4 or shapes[1:] != expected:
+            raise ValueError(f"the {prefix} calibration has shapes {shapes}, not those of {features} features")
+        if means.shape[1] != features or not all(np.isfinite(a).all() for a in (means, precision, centre, scale)):
+            raise ValueError(f"the {prefix} calibration does not hold {features} finite features")
+        return cls(means, precision, centre, scale)
 
 
 def quantile_threshold(scores: np.ndarray, quantile: float, margin: float = 1.0) -> float:

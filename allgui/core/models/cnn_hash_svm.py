@@ -44,11 +44,13 @@ class CNNHashSVMClassifier(Classifier):
         "device": "auto",
     }
 
+    cnn: Any = None  # its SECNNClassifier (set before Classifier.__init__ clears the device notice)
+    _notice: str | None = None
+
     def __init__(self, **options: Any) -> None:
         merged = {**self.defaults, **options}
         merged["cnn"] = {**self.defaults["cnn"], **options.get("cnn", {})}
         super().__init__(**merged)
-        self.cnn: Any = None  # SECNNClassifier, imported lazily (torch)
         self.pipeline: Any = None
 
     def _new_cnn(self) -> Any:
@@ -63,8 +65,27 @@ class CNNHashSVMClassifier(Classifier):
             self.cnn.set_device(preference, log)
 
     @property
+    def device_notice(self) -> str | None:  # type: ignore[override]
+        """Its CNN's notice (a GPU that failed): the GUI reads and clears it on the model it classifies with."""
+        return self.cnn.device_notice if self.cnn is not None else self._notice
+
+    @device_notice.setter
+    def device_notice(self, value: str | None) -> None:
+        if self.cnn is not None:
+            self.cnn.device_notice = value
+        self._notice = value
+
+    def set_engine(self, engine: str) -> None:
+        if self.cnn is not None:
+            self.cnn.set_engine(engine)
+
+    @property
     def device_name(self) -> str:
         return self.cnn.device_name if self.cnn is not None else "CPU"
+
+    @property
+    def engine_name(self) -> str:
+        return f"{self.cnn.engine_name} + scikit-learn" if self.cnn is not None else "scikit-learn"
 
     @property
     def decode_draft(self) -> tuple[int, int] | None:
@@ -160,9 +181,13 @@ class CNNHashSVMClassifier(Classifier):
 
         check_options(manifest.get("options", {}), OPTION_BOUNDS, "options")
         model = cls(**manifest.get("options", {}))
-        model.cnn = SECNNClassifier.load_files(folder / CNN_FOLDER, {})
+        prefix = f"{CNN_FOLDER}/"
+        files = {
+            name.removeprefix(prefix): d for name, d in manifest.get("files", {}).items() if name.startswith(prefix)
+        }
+        model.cnn = SECNNClassifier.load_files(folder / CNN_FOLDER, {"files": files})
         model.pipeline = load_pipeline(folder / PIPELINE_FILE)
-        expected = model.cnn.net.feature_size
+        expected = model.cnn.config.channels[-1]
         if model.pipeline.n_features_in_ != expected:
             found = model.pipeline.n_features_in_
             raise ValueError(f"hash pipeline expects {found} features, the CNN gives {expected}")

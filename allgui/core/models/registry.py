@@ -1,4 +1,4 @@
-"""Model kinds by name, imported lazily so that listing kinds never imports torch.
+"""Model kinds by name, imported lazily so that listing kinds never imports a model's libraries.
 
 Each kind also declares what a person may change when training it (:attr:`KindInfo.settings`) and where its
 SE-CNN's options live (:attr:`KindInfo.network_at`: cnn-hash-svm nests them under ``cnn``), so that the CLI, the
@@ -23,7 +23,8 @@ class KindInfo:
     title: str
     # The colour baseline exists to measure the colour shortcut; technicians never classify with it.
     offered: bool = True
-    needs_torch: bool = False
+    # Has a neural network (ONNX Runtime or torch runs it, on a GPU where there is one); trains only with torch.
+    has_network: bool = False
     # Scores how unlike its training images an image is: its manifest must then hold a threshold for that score.
     scores_unfamiliar: bool = False
     # Training time grows with the number of epochs (a network); the others fit once.
@@ -52,7 +53,7 @@ KINDS: dict[str, KindInfo] = {
             "secnn",
             "allgui.core.models.secnn:SECNNClassifier",
             "SE-CNN",
-            needs_torch=True,
+            has_network=True,
             scores_unfamiliar=True,
             trains_in_epochs=True,
             settings=TORCH_SETTINGS,
@@ -66,7 +67,7 @@ KINDS: dict[str, KindInfo] = {
             "cnn-hash-svm",
             "allgui.core.models.cnn_hash_svm:CNNHashSVMClassifier",
             "SE-CNN features + hash code + SVM",
-            needs_torch=True,
+            has_network=True,
             trains_in_epochs=True,
             settings=TORCH_SETTINGS,
             default_image_size=64,
@@ -91,6 +92,15 @@ def kind_info(kind: str) -> KindInfo:
         return KINDS[kind]
     except KeyError:
         raise UnknownKindError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}") from None
+
+
+def cannot_train(kind: str) -> str | None:
+    """Why ``kind`` cannot be trained here (a network without torch: the laboratory bundle), or None."""
+    from allgui.core.models import runtime
+
+    if kind_info(kind).has_network and not runtime.torch_installed():
+        return f"{kind_info(kind).title} needs torch to train; {runtime.FULL_INSTALL}"
+    return None
 
 
 def kinds(offered_only: bool = False) -> list[str]:

@@ -7,11 +7,24 @@ anything else before constructing a single object.
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
+# Importing skops.io lists scikit-learn's estimators, a walk that imports every package under sklearn, its array-API
+# adapter for torch included: that is all of torch where it is installed (2 s at start-up, for models that never use
+# it). The walk skips a package that fails to import (and the listing ignores "externals" anyway), so that one
+# package is held back while skops.io is imported.
+_ARRAY_API_TORCH = "sklearn.externals.array_api_compat.torch"
+_held_back = _ARRAY_API_TORCH not in sys.modules
+if _held_back:
+    sys.modules[_ARRAY_API_TORCH] = None  # type: ignore[assignment]
+try:
+    import skops.io as sio
+finally:
+    if _held_back and sys.modules.get(_ARRAY_API_TORCH, 0) is None:
+        del sys.modules[_ARRAY_API_TORCH]
 
 # Types our own pipelines contain beyond skops' defaults; nothing outside this list is ever loaded.
 TRUSTED_TYPES: frozenset[str] = frozenset(

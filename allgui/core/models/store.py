@@ -36,7 +36,9 @@ from allgui.core.models.manifest import (
     protected_digest,
     read_manifest_file,
 )
+from allgui.core.models.onnx_graph import InvalidGraph
 from allgui.core.models.run_record import RunRecord
+from allgui.core.models.runtime import EngineUnavailable
 from allgui.core.paths import user_data_dir
 from allgui.core.statefile import (
     StateFileError,
@@ -87,7 +89,7 @@ class ModelActivationError(ModelLoadError):
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "allgui": __version__}
-    for name in ("torch", "torchvision", "scikit-learn", "imbalanced-learn", "skops", "numpy", "pillow"):
+    for name in ("torch", "torchvision", "onnxruntime", "scikit-learn", "imbalanced-learn", "skops", "numpy", "pillow"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
@@ -284,6 +286,8 @@ def load_model(folder: str | Path) -> LoadedModel:
         raise
     except (InvalidManifest, StateFileError) as error:
         raise ManifestError(f"{folder}: {error}") from None
+    except (EngineUnavailable, InvalidGraph) as error:
+        raise ModelWeightsError(f"{folder}: {error}") from None
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, i.e. running the file's code: never show that advice.
         raise ModelWeightsError(

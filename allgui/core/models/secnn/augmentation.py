@@ -10,8 +10,12 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from allgui.core.models import calibration
 from allgui.core.models.secnn.options import SECNNOptions
+
+
+def optical_density(x: torch.Tensor) -> torch.Tensor:
+    """Optical density of [0, 1] intensities, as ``preparation.optical_density`` (black stays finite)."""
+    return -torch.log((x * 255.0 + 1.0) / 256.0)
 
 
 class _RandomRot90(nn.Module):
@@ -44,7 +48,7 @@ def stain_statistics(images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Per image and channel, the mean and standard deviation of optical density: (N, 2, 3) from uint8 (N, 3, S, S)."""
     out = []
     for start in range(0, len(images), chunk):
-        od = calibration.optical_density(images[start : start + chunk].float() / 255.0).flatten(2)
+        od = optical_density(images[start : start + chunk].float() / 255.0).flatten(2)
         out.append(torch.stack(_od_moments(od), dim=1))
     return torch.cat(out) if out else torch.zeros(0, 2, 3)
 
@@ -74,7 +78,7 @@ class _StainTransfer(nn.Module):
         if self.p <= 0 or len(self.bank) == 0 or float(torch.rand(())) >= self.p:
             return x
         target_mean, target_std = self.bank[int(torch.randint(0, len(self.bank), ()))]
-        od = calibration.optical_density(x)
+        od = optical_density(x)
         mean, std = _od_moments(od.flatten(1))
         od = (od - mean[:, None, None]) / (std[:, None, None] + 1e-6) * target_std[:, None, None]
         od = od + target_mean[:, None, None]

@@ -1,53 +1,44 @@
 """The SE-CNN classifier: input preparation, calibrated prediction, OOD scores, attention and its model files.
 
-Training is mixed in from :mod:`.trainer`; the options are a :class:`~.options.SECNNOptions`.
+The network runs in an engine (:mod:`.engines`): ONNX Runtime by default, torch (:mod:`.torch_engine`) for a GPU,
+for models saved without a graph, or when picked. This module imports neither torch nor ONNX Runtime itself, so a
+model loads and classifies without torch. Training (:mod:`.trainer`) needs torch; the options are a
+:class:`~.options.SECNNOptions`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.nn import functional as F
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models import calibration
 from allgui.core.models.base import Attention, BatchPredictor, Classifier, Prediction, ReviewPolicy
 from allgui.core.models.manifest import InvalidManifest, check_options
-from allgui.core.models.secnn.net import SECNN, NetConfig
-from allgui.core.models.secnn.options import DEFAULTS, MAX_WIDTH_PIXELS, OPTION_BOUNDS, SECNNOptions
-from allgui.core.models.secnn.trainer import FitSummary, SECNNTraining
-from allgui.core.models.torch_device import (
-    choose_device,
-    cuda_failure_message,
-    device_label,
-    fallback_to_cpu,
-    is_cuda_failure,
-)
+from allgui.core.models.runtime import check_engine, inference_threads, require_torch, uses_torch
+from allgui.core.models.secnn.engines import GRAPH_FILE, Engine, OnnxEngine, Outputs, check_network_graph
+from allgui.core.models.secnn.options import DEFAULTS, MAX_WIDTH_PIXELS, OPTION_BOUNDS, NetConfig, SECNNOptions
+from allgui.core.models.secnn.preparation import CORNER_BOX, Prepared, describe, masked, network_input
+from allgui.core.models.torch_file import check_state, tensor_shapes
 from allgui.core.progress import LogCallback
 from allgui.core.statefile import read_state_json
 
-_T = TypeVar("_T")
-
 WEIGHTS_FILE = "weights.pt"
-CALIBRATION_FILE = "calibration.pt"
+CALIBRATION_FILE = "calibration.safetensors"
+LEGACY_CALIBRATION_FILE = "calibration.pt"  # a torch file: models saved before the ONNX graphs
 CONFIG_FILE = "secnn.json"
+IMAGE_STATISTICS = 21  # columns of Prepared.statistics
 
-# Bottom-right box holding the microscope's scale-bar label (fractions of width and height).
-CORNER_BOX = (0.16, 0.12)
-
-
-def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
-    x = torch.rot90(x, index % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if index >= 4 else x
+__all__ = ["CALIBRATION_FILE", "CONFIG_FILE", "CORNER_BOX", "GRAPH_FILE", "WEIGHTS_FILE", "SECNNClassifier"]
 
 
-class SECNNClassifier(SECNNTraining, Classifier):
+class SECNNClassifier(Classifier):
     kind = "secnn"
     title = "SE-CNN (squeeze-and-excitation network)"
     options: SECNNOptions  # a mapping too, as Classifier.options is for the other kinds
@@ -56,36 +47,72 @@ class SECNNClassifier(SECNNTraining, Classifier):
         settings = SECNNOptions.from_options(options)
         super().__init__()
         self.options = settings
-        self.net: SECNN | None = None
+        self.net: Any = None  # the torch SECNN: set by training, or loaded from `weights` for the torch engine
+        self.weights: bytes | None = None  # weights.pt of a loaded model
+        self.graph: bytes | None = None  # its checked ONNX graph
+        self.config: NetConfig = settings.net_config()
         self.temperature = 1.0
         self.feature_ood: calibration.Mahalanobis | None = None
         self.image_ood: calibration.Mahalanobis | None = None
         self.ood_scales = (1.0, 1.0)
-        self.fit_summary: FitSummary = {}
-        self._device: torch.device | None = None
+        self.fit_summary: dict[str, Any] = {}
+        self.engine_choice = "auto"
+        self._engine: Engine | None = None
+        self._log: LogCallback | None = None
 
-    # ---- device ------------------------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        if self._device is None:
-            self._device = choose_device(self.options.device)
-        return self._device
-
+    # ---- engine and device -------------------------------------------------------------------------------------
     def set_device(self, preference: str, log: LogCallback | None = None) -> None:
         self.options.device = preference
-        self._device = choose_device(preference, log)
-        if self.net is not None:
-            self.net.to(self._device)
+        self._log = log
+        self._engine = None
+
+    def set_engine(self, engine: str) -> None:
+        self.engine_choice = check_engine(engine)
+        self._engine = None
+
+    @property
+    def trained(self) -> bool:
+        return self.net is not None or self.graph is not None or self.weights is not None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that runs the network, chosen on first use (:func:`allgui.core.models.runtime.uses_torch`)."""
+        if self._engine is None:
+            if not self.trained:
+                raise RuntimeError("the SE-CNN has not been trained or loaded")
+            if uses_torch(self.engine_choice, self.options.device, self.graph is not None):
+                why = "this model has no ONNX graph (it was saved by an earlier AllGUI)" if self.graph is None else ""
+                require_torch(why or "the torch engine was chosen")
+                from allgui.core.models.secnn.torch_engine import TorchEngine
+
+                self._engine = TorchEngine(self, self._log)
+            else:
+                assert self.graph is not None
+                if self.options.device == "cuda":
+                    warnings.warn("ONNX Runtime runs on the CPU here; the torch engine runs on a GPU", stacklevel=2)
+                self._engine = OnnxEngine(self.graph, self.config, inference_threads())
+        return self._engine
+
+    def torch_net(self) -> Any:
+        """The torch network (training's, or loaded from the weights file on first use)."""
+        if self.net is None:
+            if self.weights is None:
+                raise RuntimeError("the SE-CNN has not been trained or loaded")
+            from allgui.core.models.secnn.torch_engine import load_net
+
+            self.net = load_net(self.weights, self.config)
+        return self.net
 
     @property
     def device_name(self) -> str:
-        return device_label(self.device)
+        return self.engine.device_name if self.trained else "CPU"
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name if self.trained else "not trained"
 
     def batch_predictor(self) -> BatchPredictor:
-        """The fast batched path (allgui.core.inference) where it gives these predictions, else the plain one."""
-        from allgui.core import inference  # imports this module, and is needed only for batches
-
-        return inference.fast_path(self) or super().batch_predictor()
+        return _Predictor(self)
 
     # ---- input -------------------------------------------------------------------------------------------------
     @property
@@ -102,165 +129,143 @@ class SECNNClassifier(SECNNTraining, Classifier):
         size = self.image_size
         return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
+    def pixels(self, image: Image.Image) -> np.ndarray:
         """uint8 (S, S, 3) at the input size, with the scale-bar corner filled with the image's median colour."""
-        size = self.image_size
-        array = np.array(self.reduce(image), dtype=np.uint8)
-        if self.options.mask_corner:
-            height = max(1, round(size * CORNER_BOX[1]))
-            width = max(1, round(size * CORNER_BOX[0]))
-            array[-height:, -width:] = np.median(array.reshape(-1, 3), axis=0).astype(np.uint8)
-        return array
+        return masked(image, self.image_size, bool(self.options.mask_corner))[0]
 
-    def _stack(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        arrays = [self.prepare(image) for image in images]
-        if not arrays:
-            return torch.zeros((0, 3, self.image_size, self.image_size), dtype=torch.uint8)
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Float network input from uint8 (or [0, 1] float) images."""
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        if self.options.normalise == "image":
-            mean = x.mean(dim=(2, 3), keepdim=True)
-            std = x.std(dim=(2, 3), keepdim=True)
-            return (x - mean) / (std + 0.02)
-        return (x - 0.5) / 0.25
+    def prepare(self, image: Image.Image) -> Prepared:
+        """What the network and the OOD scores read of one image (thread-safe, numpy only)."""
+        return describe(*masked(image, self.image_size, bool(self.options.mask_corner)))
 
     # ---- inference ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _infer(self, images: torch.Tensor, net: SECNN | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and penultimate features for uint8 images (N, 3, S, S), in batches, in eval mode."""
-        net = net or self.net
-        if net is None:
-            raise RuntimeError("the SE-CNN has not been trained or loaded")
-        net.eval()
-        device = next(net.parameters()).device
-        views = range(8) if self.options.tta else range(1)
-        all_logits, all_features = [], []
-        for start in range(0, len(images), 64):
-            x = self._normalise(images[start : start + 64]).to(device)
-            logits = features = 0
-            for view in views:
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                    out_logits, out_features = net.features(_dihedral(x, view))
-                logits = logits + out_logits.float()
-                features = features + out_features.float()
-            all_logits.append((logits / len(views)).cpu().numpy())
-            all_features.append((features / len(views)).cpu().numpy())
-        if not all_logits:
-            return np.zeros((0, 4)), np.zeros((0, net.feature_size))
-        return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_features).astype(np.float64)
+    def outputs(self, prepared: Sequence[Prepared], maps: bool = False) -> Outputs:
+        """The network's outputs for prepared images, in the engine's batches; test-time augmentation averages the
+        logits and features over the 8 flips and rotations (the maps are the image's own)."""
+        engine = self.engine
+        views = range(8) if self.options.tta and not maps else range(1)
+        parts: list[Outputs] = []
+        for start in range(0, len(prepared), engine.batch):
+            x = network_input(prepared[start : start + engine.batch], self.options.normalise == "image")
+            runs = [engine.run(np.ascontiguousarray(_dihedral(x, view)), maps) for view in views]
+            out = runs[0]
+            if len(runs) > 1:
+                out.logits = np.mean([run.logits for run in runs], axis=0)
+                out.features = np.mean([run.features for run in runs], axis=0)
+            parts.append(out)
+        if not parts:
+            return Outputs(np.zeros((0, 4)), np.zeros((0, self.config.channels[-1])), [])
+        if len(parts) == 1:
+            return parts[0]
+        return Outputs(
+            np.concatenate([p.logits for p in parts]),
+            np.concatenate([p.features for p in parts]),
+            [np.concatenate(e) for e in zip(*(p.excitations for p in parts), strict=True)],
+        )
 
-    def _ready(self) -> SECNN:
-        if self.net is None:
-            raise RuntimeError("the SE-CNN has not been trained or loaded")
-        if next(self.net.parameters()).device != self.device:
-            self.net.to(self.device)
-        return self.net
+    def _ood(self, features: np.ndarray, prepared: Sequence[Prepared]) -> np.ndarray | None:
+        if self.feature_ood is None or self.image_ood is None:
+            return None
+        statistics = np.stack([item.statistics for item in prepared]) if prepared else np.zeros((0, 21))
+        return np.maximum(
+            self.feature_ood.score(features) / self.ood_scales[0],
+            self.image_ood.score(statistics) / self.ood_scales[1],
+        )
 
-    def _on_device(self, run: Callable[[SECNN], _T]) -> _T:
-        """``run(net)`` on the model's device; a CUDA error or out-of-memory moves the model to the CPU (with a
-        DeviceWarning and :attr:`device_notice`) and runs it again there, so a failing GPU never fails a batch."""
-        net = self._ready()
-        try:
-            return run(net)
-        except Exception as error:
-            if self.device.type != "cuda" or not is_cuda_failure(error):
-                raise
-            self._device = fallback_to_cpu(error)
-            self.options.device = "cpu"  # stay there: a GPU that failed once is not retried mid-batch
-            self.device_notice = f"{cuda_failure_message(error)} (slower, same results)"
-            return run(self._ready())
+    def predict_prepared(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        out = self.outputs(prepared)
+        probabilities = calibration.softmax(out.logits, self.temperature)
+        ood = self._ood(out.features, prepared)
+        return [self._review(row, None if ood is None else float(ood[i])) for i, row in enumerate(probabilities)]
 
-    def _infer_on_device(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return self._on_device(lambda net: self._infer(images, net))
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        return self.predict_prepared([self.prepare(image) for image in images])
 
     def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Uncalibrated logits (for evaluation and temperature fitting)."""
-        return self._infer_on_device(self._stack(images))[0]
+        return self.outputs([self.prepare(image) for image in images]).logits
 
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
         return calibration.softmax(self.logits(images), self.temperature)
 
     def features(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Penultimate (globally pooled) features, shape (n, feature_size)."""
-        return self._infer_on_device(self._stack(images))[1]
-
-    def _combine_ood(self, features: np.ndarray, batch: torch.Tensor) -> np.ndarray:
-        assert self.feature_ood is not None and self.image_ood is not None
-        feature_score = self.feature_ood.score(features) / self.ood_scales[0]
-        image_score = self.image_ood.score(calibration.image_statistics(batch)) / self.ood_scales[1]
-        return np.maximum(feature_score, image_score)
+        return self.outputs([self.prepare(image) for image in images]).features
 
     def ood_scores(self, images: Sequence[Image.Image]) -> np.ndarray | None:
-        if self.feature_ood is None or self.image_ood is None:
-            return None
-        batch = self._stack(images)
-        return self._combine_ood(self._infer_on_device(batch)[1], batch)
-
-    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        # One forward pass for probabilities and OOD scores together.
-        batch = self._stack(images)
-        logits, features = self._infer_on_device(batch)
-        probabilities = calibration.softmax(logits, self.temperature)
-        ood = self._combine_ood(features, batch) if self.feature_ood is not None else None
-        return [self._review(row, None if ood is None else float(ood[i])) for i, row in enumerate(probabilities)]
+        prepared = [self.prepare(image) for image in images]
+        return self._ood(self.outputs(prepared).features, prepared)
 
     def attention(self, image: Image.Image) -> Attention:
-        """SE excitations of every block and a Grad-CAM map of the last block for the predicted class."""
-        return self._on_device(lambda net: self._attention(image, net))
-
-    def _attention(self, image: Image.Image, net: SECNN) -> Attention:
-        net.eval()
-        device = next(net.parameters()).device
-        # The input asks for a gradient so the graph exists even when the weights are frozen.
-        x = self._normalise(self._stack([image])).to(device).requires_grad_(True)
-        with torch.enable_grad():
-            logits, _, excitations, last_map = net.forward_all(x)
-            target = logits[0, int(logits[0].argmax())]
-            (gradient,) = torch.autograd.grad(target, last_map)
-        weights = gradient.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * last_map).sum(dim=1, keepdim=True)).detach()
+        """SE excitations of every block and the Grad-CAM map of the last block for the predicted class."""
+        out = self.outputs([self.prepare(image)], maps=True)
+        assert out.class_maps is not None and out.mean_map is not None
+        cam = np.maximum(out.class_maps[0, int(out.logits[0].argmax())], 0.0)
         if float(cam.max()) <= 0:
             # Nothing pushes towards the class: fall back to the SE-weighted activation.
-            cam = last_map.detach().mean(dim=1, keepdim=True).clamp_min(0)
+            cam = np.maximum(out.mean_map[0], 0.0)
         width, height = image.size
-        heat = F.interpolate(cam.float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        heat = _resize_bilinear(cam.astype(np.float32), height, width)
         heat = heat - heat.min()
         heat = heat / heat.max() if float(heat.max()) > 0 else heat
         return Attention(
-            block_names=net.block_names,
-            excitations=[e[0].detach().float().cpu().numpy() for e in excitations],
-            heatmap=heat.cpu().numpy().astype(np.float32),
+            block_names=self.config.block_names,
+            excitations=[e[0] for e in out.excitations],
+            heatmap=heat.astype(np.float32),
         )
+
+    # ---- training (torch) --------------------------------------------------------------------------------------
+    def fit(self, paths: Sequence[Path], labels: np.ndarray, **kwargs: Any) -> dict[str, Any]:
+        require_torch("training an SE-CNN")
+        from allgui.core.models.secnn import trainer
+
+        return dict(trainer.fit(self, paths, labels, **kwargs))
+
+    def trained_network(self, net: Any) -> None:
+        """Install a network that training produced, with its ONNX graph: the trained model runs as it will once
+        saved and loaded (the same engine, the same numbers)."""
+        from allgui.core.models.secnn.torch_engine import export_graph, weights_bytes
+
+        self.net = net.eval()
+        self.config = net.config
+        self.weights, self.graph = weights_bytes(net), export_graph(net, self.image_size)
+        self._engine = None
 
     # ---- model files -------------------------------------------------------------------------------------------
     def save_files(self, folder: Path) -> dict[str, Any]:
-        if self.net is None or self.feature_ood is None or self.image_ood is None:
+        if not self.trained or self.feature_ood is None or self.image_ood is None:
             raise RuntimeError("only a trained SE-CNN can be saved")
+        require_torch("saving an SE-CNN (its weights file and ONNX graph are written by torch)")
+        from safetensors.numpy import save
+
+        from allgui.core.models.secnn.torch_engine import export_graph, weights_bytes
+
+        net = self.torch_net()
+        weights = self.weights or weights_bytes(net)
+        graph = self.graph or export_graph(net, self.image_size)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        torch.save(state, folder / WEIGHTS_FILE)
-        torch.save({**self.feature_ood.state("feature"), **self.image_ood.state("image")}, folder / CALIBRATION_FILE)
+        (folder / WEIGHTS_FILE).write_bytes(weights)
+        (folder / GRAPH_FILE).write_bytes(graph)
+        state = {**self.feature_ood.state("feature"), **self.image_ood.state("image")}
+        (folder / CALIBRATION_FILE).write_bytes(save(state))
         config = {
             "options": {**self.options.to_dict(), "device": "auto"},
-            "network": self.net.config.to_dict(),
+            "network": self.config.to_dict(),
             "temperature": self.temperature,
             "ood_scales": list(self.ood_scales),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        self.weights, self.graph, self._engine = weights, graph, None  # from now on run as it will be loaded
         return {
             "input_size": [self.image_size, self.image_size],
             "normalisation": (
                 "per-image channel standardisation" if self.options.normalise == "image" else "(x - 0.5) / 0.25"
             )
             + (", scale-bar corner masked" if self.options.mask_corner else ""),
-            "architecture": self.net.config.to_dict(),
+            "architecture": self.config.to_dict(),
             "temperature": self.temperature,
-            "files": [WEIGHTS_FILE, CALIBRATION_FILE, CONFIG_FILE],
+            "engines": {"onnx": GRAPH_FILE, "torch": WEIGHTS_FILE},
+            "files": [WEIGHTS_FILE, GRAPH_FILE, CALIBRATION_FILE, CONFIG_FILE],
         }
 
     @classmethod
@@ -283,14 +288,70 @@ class SECNNClassifier(SECNNTraining, Classifier):
                 f"the app's 4 classes and width x size^2 up to {MAX_WIDTH_PIXELS:,} are allowed"
             )
         model = cls(**options)
-        net = SECNN(network)
-        net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        model.net = net.eval()
-        state = torch.load(folder / CALIBRATION_FILE, map_location="cpu", weights_only=True)
-        model.feature_ood = calibration.Mahalanobis.from_state(state, "feature")
-        model.image_ood = calibration.Mahalanobis.from_state(state, "image")
+        model.config = network
+        digests = manifest.get("files", {}) if isinstance(manifest, dict) else {}
+        if (folder / GRAPH_FILE).exists():
+            graph = (folder / GRAPH_FILE).read_bytes()
+            check_network_graph(graph, network, size, digests.get(GRAPH_FILE))
+            model.graph = graph
+        else:
+            require_torch("this model has no ONNX graph (it was saved by an earlier AllGUI)")
+        model.weights = (folder / WEIGHTS_FILE).read_bytes()
+        # Read by torch only later, if ever: a file that would run code, or does not fit the network, is refused now.
+        check_state(tensor_shapes(model.weights), network.state_shapes())
+        if (folder / CALIBRATION_FILE).exists():
+            from safetensors.numpy import load
+
+            try:
+                state = load((folder / CALIBRATION_FILE).read_bytes())
+            except Exception as error:  # noqa: BLE001 - safetensors' own error types
+                raise ValueError(f"{CALIBRATION_FILE} is not a safetensors file of arrays ({error})") from None
+        else:
+            require_torch(f"this model's {LEGACY_CALIBRATION_FILE} was written by an earlier AllGUI")
+            from allgui.core.models.secnn.torch_engine import load_legacy_calibration
+
+            state = load_legacy_calibration((folder / LEGACY_CALIBRATION_FILE).read_bytes())
+        model.feature_ood = calibration.Mahalanobis.from_state(state, "feature", network.channels[-1])
+        model.image_ood = calibration.Mahalanobis.from_state(state, "image", IMAGE_STATISTICS)
         model.temperature = float(config["temperature"])
         model.ood_scales = (float(config["ood_scales"][0]), float(config["ood_scales"][1]))
         if manifest and "review" in manifest:
             model.review = ReviewPolicy.from_dict(manifest["review"])
         return model
+
+
+class _Predictor(BatchPredictor):
+    """The SE-CNN in the batch pipeline: :meth:`prepare` (numpy) in the decoding threads, the engine on batches."""
+
+    classifier: SECNNClassifier
+
+    def resized(self, image: Image.Image) -> Image.Image:
+        return self.classifier.reduce(image)
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        return self.classifier.prepare(image)
+
+    def predict_prepared(self, prepared: Sequence[Any]) -> list[Prediction]:
+        return self.classifier.predict_prepared(prepared)
+
+
+def _dihedral(x: np.ndarray, index: int) -> np.ndarray:
+    """The ``index``-th of the 8 flips and rotations of (n, 3, S, S) images (``index`` 0: the images)."""
+    x = np.rot90(x, index % 4, axes=(-2, -1))
+    return np.flip(x, axis=-1) if index >= 4 else x
+
+
+def _resize_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w) float32 resized to (height, width) as ``torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False)`` does: half-pixel centres, edges clamped."""
+
+    def axis(out: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * np.float32(size / out) - 0.5, 0)
+        low = np.minimum(source.astype(np.int64), size - 1)
+        high = np.minimum(low + 1, size - 1)
+        return low, high, (source - low).astype(np.float32)
+
+    rows_low, rows_high, row_weight = axis(height, values.shape[0])
+    cols_low, cols_high, col_weight = axis(width, values.shape[1])
+    top = values[rows_low] * (1 - row_weight[:, None]) + values[rows_high] * row_weight[:, None]
+    return top[:, cols_low] * (1 - col_weight[None, :]) + top[:, cols_high] * col_weight[None, :]

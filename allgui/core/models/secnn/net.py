@@ -8,30 +8,11 @@ layer.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass
-class NetConfig:
-    num_classes: int = 4
-    width: int = 16  # channels of the first block; doubled per block up to 8x
-    blocks: int = 5
-    convs_per_block: int = 2
-    reduction: int = 8
-    dropout: float = 0.3
-    stem_stride: int = 1  # stride of the first convolution: 2 halves the cost of the full-resolution block
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+from allgui.core.models.secnn.options import NetConfig
 
 
 class SEBlock(nn.Module):
@@ -44,10 +25,6 @@ class SEBlock(nn.Module):
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
         squeezed = x.mean(dim=(2, 3))
         return torch.sigmoid(self.fc2(F.relu(self.fc1(squeezed))))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = self.excitation(x)
-        return x * weights[:, :, None, None], weights
 
 
 class ConvSEBlock(nn.Module):
@@ -71,17 +48,13 @@ class ConvSEBlock(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.se = SEBlock(out_channels, reduction)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the SE-recalibrated map (before pooling) and the excitation vector."""
-        return self.se(self.convs(x))
-
 
 class SECNN(nn.Module):
     def __init__(self, config: NetConfig | None = None) -> None:
         super().__init__()
         self.config = config or NetConfig()
         c = self.config
-        channels = [min(c.width * 2**index, c.width * 8) for index in range(c.blocks)]
+        channels = c.channels
         self.blocks = nn.ModuleList(
             ConvSEBlock(
                 3 if index == 0 else channels[index - 1],
@@ -99,28 +72,31 @@ class SECNN(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    @property
-    def block_names(self) -> list[str]:
-        return [f"block {index + 1} ({block.se.fc2.out_features} channels)" for index, block in enumerate(self.blocks)]
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What inference reads, in the order of ``engines.GRAPH_OUTPUTS`` (the ONNX graph is this method):
+        logits, pooled features, each block's SE excitation, and the last block's class maps and mean map.
 
-    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Logits, pooled features, every SE excitation, and the last block's map before its pooling."""
+        Max pooling runs before the SE rescaling: the excitations are positive per-channel factors, so the two
+        commute exactly and the multiplication touches a quarter of the values. The class maps are Grad-CAM
+        without a gradient: the head averages the pooled map and applies a linear layer, so the gradient of class
+        c's logit, averaged over the last map, is ``head.weight[c] / (h * w)`` for every image; the map of class c
+        is ``sum_k head.weight[c, k] * map_k`` up to that positive factor, which the heat map's scaling removes.
+        """
         excitations = []
-        last_map = x
+        class_maps = mean_map = x
         for index, block in enumerate(self.blocks):
-            x, weights = block(x)
+            x = block.convs(x)
+            weights = block.se.excitation(x)
             excitations.append(weights)
             if index == len(self.blocks) - 1:
-                last_map = x
-            x = F.max_pool2d(x, 2) if min(x.shape[-2:]) >= 2 else x
+                class_maps = torch.einsum("kc,nc,nchw->nkhw", self.head.weight, weights, x)
+                mean_map = (x * weights[:, :, None, None]).mean(dim=1)
+            if min(x.shape[-2:]) >= 2:
+                x = F.max_pool2d(x, 2)
+            x = x * weights[:, :, None, None]
         features = x.mean(dim=(2, 3))
-        logits = self.head(self.dropout(features))
-        return logits, features, excitations, last_map
+        return (self.head(self.dropout(features)), features, *excitations, class_maps, mean_map)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x)[0]
-
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and penultimate (pooled) features."""
-        logits, features, _, _ = self.forward_all(x)
-        return logits, features
+        """Logits (training reads only these; dropout is active in training mode)."""
+        return self.outputs(x)[0]

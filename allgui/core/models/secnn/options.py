@@ -11,7 +11,52 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from allgui.core.models.secnn.net import NetConfig
+
+@dataclass
+class NetConfig:
+    num_classes: int = 4
+    width: int = 16  # channels of the first block; doubled per block up to 8x
+    blocks: int = 5
+    convs_per_block: int = 2
+    reduction: int = 8
+    dropout: float = 0.3
+    stem_stride: int = 1  # stride of the first convolution: 2 halves the cost of the full-resolution block
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each block: the width, doubled per block up to eight times it."""
+        return [min(self.width * 2**index, self.width * 8) for index in range(self.blocks)]
+
+    @property
+    def block_names(self) -> list[str]:
+        return [f"block {index + 1} ({channels} channels)" for index, channels in enumerate(self.channels)]
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every tensor in the network's state dict (``SECNN(self).state_dict()``), known
+        without torch so that a weights file is checked on load."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        previous = 3
+        for index, channels in enumerate(self.channels):
+            for conv in range(self.convs_per_block):
+                prefix = f"blocks.{index}.convs."
+                shapes[f"{prefix}{3 * conv}.weight"] = (channels, previous if conv == 0 else channels, 3, 3)
+                for part in ("weight", "bias", "running_mean", "running_var"):
+                    shapes[f"{prefix}{3 * conv + 1}.{part}"] = (channels,)
+                shapes[f"{prefix}{3 * conv + 1}.num_batches_tracked"] = ()
+            hidden = max(4, channels // self.reduction)
+            se = f"blocks.{index}.se."
+            shapes |= {f"{se}fc1.weight": (hidden, channels), f"{se}fc1.bias": (hidden,)}
+            shapes |= {f"{se}fc2.weight": (channels, hidden), f"{se}fc2.bias": (channels,)}
+            previous = channels
+        shapes |= {"head.weight": (self.num_classes, previous), "head.bias": (self.num_classes,)}
+        return shapes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
 @dataclass(eq=False)  # the mapping's equality: equal to a dict with the same items
