@@ -1,8 +1,12 @@
 """`allgui --self-test [--report FILE]`: prove an installation works, frozen or not.
 
-Opens the main window offscreen, loads every shipped model, classifies one generated test image with each and writes
-a JSON report. Exit status 0 only if the window opened and every shipped model loaded and classified; an
-installation with no shipped model fails, because a lab would have nothing to classify with.
+Opens the main window offscreen, loads every folder of the shipped models, classifies one generated test image with
+each (directly and as a batch run, the way ``allgui classify`` and the Batch tab do), trains, saves and reloads a tiny
+SVM and Random Forest (the classical models a lab retrains), and writes a JSON report. The report names the engine
+that ran each model, and says whether torch is installed and whether the checks imported it: the laboratory bundle
+leaves torch out, and its torch and CUDA details are read only where torch is installed. Exit status 0 only if the
+window opened and every check passed; an installation with no shipped model fails, because a lab would have nothing
+to classify with.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 # Libraries whose versions identify a build; read from the modules, since a frozen bundle may lack their metadata.
+# Every installation needs these ...
 VERSION_MODULES = (
-    "torch",
-    "torchvision",
+    "onnxruntime",
+    "onnx",
+    "safetensors",
     "sklearn",
     "imblearn",
     "skops",
@@ -32,7 +38,12 @@ VERSION_MODULES = (
     "PySide6",
     "pyqtgraph",
 )
+# ... and these only where torch is installed (not in the laboratory bundle); importing them takes seconds.
+TORCH_MODULES = ("torch", "torchvision")
+NOT_INSTALLED = "not installed"
 MODEL_LOAD_TIMEOUT_S = 300.0
+# A batch run of the test image may differ from the direct prediction by resizing and float rounding, no more.
+BATCH_TOLERANCE = 0.02
 
 
 def ensure_std_streams() -> None:
@@ -65,15 +76,18 @@ def test_image() -> Any:
     return image.filter(ImageFilter.GaussianBlur(1.2))
 
 
-def _versions() -> tuple[dict[str, str], list[str]]:
+def torch_imported() -> bool:
+    """Whether torch has been imported in this process (a None entry only blocks the import)."""
+    return sys.modules.get("torch") is not None
+
+
+def _versions(modules: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """Each library's version, and one line per library that does not import (the app needs all of them)."""
     import importlib
 
-    from allgui import __version__
-
-    versions = {"allgui": __version__, "python": platform.python_version()}
+    versions = {}
     problems = []
-    for name in VERSION_MODULES:
+    for name in modules:
         try:
             versions[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
         except Exception as error:  # noqa: BLE001 - a missing library is a finding for the report, not a crash
@@ -83,12 +97,26 @@ def _versions() -> tuple[dict[str, str], list[str]]:
 
 
 def _device() -> dict[str, Any]:
+    """Where networks run by default. Without torch that is ONNX Runtime on the CPU; torch is asked (and imported)
+    only where it is installed, for the GPU it would use."""
+    import onnxruntime
+
+    from allgui.core.models import runtime
+
+    found: dict[str, Any] = {
+        "torch_installed": runtime.torch_installed(),
+        "gpu_driver": runtime.gpu_present(),
+        "onnxruntime_providers": list(onnxruntime.get_available_providers()),
+    }
+    if not runtime.torch_installed():
+        return {**found, "auto": "CPU"}
     import torch
 
     from allgui.core.models.torch_device import choose_device, device_label
 
     device = choose_device("auto")
     return {
+        **found,
         "auto": device_label(device),
         "cuda_available": bool(torch.cuda.is_available()),
         "torch_cuda_build": torch.version.cuda,
@@ -168,74 +196,206 @@ def _check_window(store: Any, settings_dir: Path, screenshot: Path | None) -> di
     return entry
 
 
-def _check_model(info: Any, image: Any) -> dict[str, Any]:
+def _probabilities_problem(probabilities: Any) -> str | None:
+    """Why ``probabilities`` are not one image's distribution over the four classes, or None."""
     import numpy as np
 
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.shape != (4,):
+        return f"expected 4 probabilities, got shape {values.shape}"
+    if not (np.all(np.isfinite(values)) and values.min() >= 0 and abs(values.sum() - 1) < 1e-3):
+        return f"probabilities are not a distribution: {values.tolist()}"
+    return None
+
+
+def _check_model(folder: Path, image: Any, image_file: Path) -> dict[str, Any]:
+    """Load one shipped model folder and classify the test image with it twice: with ``predict`` and as a batch run
+    through :func:`allgui.core.classify.classify_paths` (decoding thread, the model's batch predictor, hashing); a
+    network also draws its attention heat map, as the Review tab shows it."""
+    from allgui.core.classify import classify_paths
     from allgui.core.models.store import load_model
 
-    entry: dict[str, Any] = {"id": info.id, "kind": info.kind, "title": info.title, "passed": True}
-    loaded = _step(entry, "load", lambda: load_model(info.folder))
+    entry: dict[str, Any] = {"id": folder.name, "passed": True}
+    loaded = _step(entry, "load", lambda: load_model(folder))
     if loaded is None:
         return entry
-    entry["device"] = loaded.classifier.device_name
+    entry.update(id=loaded.id, kind=loaded.kind, title=loaded.title)
+    # The engine is chosen (an ONNX Runtime session made, or torch imported) on first use.
+    engine = _step(entry, "engine", lambda: (loaded.classifier.engine_name, loaded.classifier.device_name))
+    if engine is None:
+        return entry
+    entry["engine"], entry["device"] = engine
     predictions = _step(entry, "classify", lambda: loaded.classifier.predict([image]))
     if predictions is None:
         return entry
-    probabilities = np.asarray(predictions[0].probabilities, dtype=np.float64)
-    problems = []
-    if len(predictions) != 1 or probabilities.shape != (4,):
-        problems.append(f"expected one prediction of 4 probabilities, got {len(predictions)} of {probabilities.shape}")
-    elif not (np.all(np.isfinite(probabilities)) and probabilities.min() >= 0 and abs(probabilities.sum() - 1) < 1e-3):
-        problems.append(f"probabilities are not a distribution: {probabilities.tolist()}")
-    if problems:
-        entry["passed"] = False
-        entry["error"] = "; ".join(problems)
+    if len(predictions) != 1 or (problem := _probabilities_problem(predictions[0].probabilities)):
+        entry.update(passed=False, error=f"classify: {problem or f'{len(predictions)} predictions for one image'}")
         return entry
+    prediction = predictions[0]
     entry["prediction"] = {
-        "class": predictions[0].predicted_name,
-        "confidence": round(predictions[0].confidence, 4),
-        "probabilities": [round(float(p), 4) for p in probabilities],
-        "needs_review": predictions[0].needs_review,
+        "class": prediction.predicted_name,
+        "confidence": round(prediction.confidence, 4),
+        "probabilities": [round(float(p), 4) for p in prediction.probabilities],
+        "needs_review": prediction.needs_review,
     }
+    # The Review tab's heat map: the networks' attention, None for the classical models.
+    attention = _step(entry, "attention", lambda: loaded.classifier.attention(image))
+    if "error" in entry:
+        return entry
+    if attention is not None:
+        import numpy as np
+
+        heatmap = np.asarray(attention.heatmap)
+        if heatmap.ndim != 2 or not np.all(np.isfinite(heatmap)):
+            entry.update(passed=False, error=f"attention: a heat map of shape {heatmap.shape} with non-finite values")
+            return entry
+        entry["attention"] = {"blocks": len(attention.block_names), "heatmap": list(heatmap.shape)}
+    rows = _step(entry, "batch", lambda: classify_paths([image_file], loaded, batch_size=1))
+    if rows is None:
+        return entry
+    row = rows[0] if len(rows) == 1 else {"error": f"{len(rows)} rows for one image"}
+    problem = row.get("error") or _probabilities_problem(row.get("probabilities"))
+    if problem is None:
+        difference = max(abs(a - float(b)) for a, b in zip(row["probabilities"], prediction.probabilities, strict=True))
+        entry["batch"] = {"class": row["predicted"], "largest_difference": round(difference, 6)}
+        if difference > BATCH_TOLERANCE:
+            problem = f"its probabilities differ from the direct prediction's by {difference:.4f}"
+    if problem is not None:
+        entry.update(passed=False, error=f"batch: {problem}")
+    entry["torch_imported"] = torch_imported()  # by now: this model's checks, and those before it
     return entry
+
+
+def _training_images(folder: Path, per_class: int = 12, size: int = 24) -> tuple[list[Path], Any]:
+    """Small generated images, one tint per class, so that a fit has something to separate."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(20240102)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, labels = [], []
+    for label in range(4):
+        tint = np.array([200 - 30 * label, 150 + 20 * label, 190], dtype=np.float64)
+        for i in range(per_class):
+            pixels = np.clip(tint + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"{label}-{i}.png"
+            Image.fromarray(pixels, "RGB").save(path)
+            paths.append(path)
+            labels.append(label)
+    return paths, np.array(labels)
+
+
+# Tiny versions of the classical kinds a laboratory retrains: seconds, yet every library of their training runs
+# (scikit-learn's grid search and forest, imbalanced-learn's SMOTE, skops writing and reading the pipeline).
+TINY_TRAINING = {
+    "svm": {"image_size": 16, "pca_components": 8, "C": [1.0], "cv_folds": 2},
+    "rf": {"image_size": 16, "pca_components": 8, "augment_copies": 1, "n_estimators": 20},
+}
+
+
+def _check_training(scratch: Path, image: Any) -> dict[str, Any]:
+    """Train, save, reload and use each tiny classical model; say which kinds cannot be trained here and why
+    (the networks without torch: the laboratory bundle)."""
+    from allgui.core.models import registry
+    from allgui.core.models.store import load_model, save_model
+
+    entry: dict[str, Any] = {"passed": True}
+    entry["cannot_train"] = {
+        kind: why for kind in registry.kinds(offered_only=True) if (why := registry.cannot_train(kind))
+    }
+    images = _step(entry, "images", lambda: _training_images(scratch / "training-images"))
+    if images is None:
+        return entry
+    paths, labels = images
+    trained = {}
+    for kind, options in TINY_TRAINING.items():
+
+        def train_and_reload(kind: str = kind, options: dict[str, Any] = options) -> str:
+            classifier = registry.create(kind, **options)
+            classifier.fit(paths, labels)
+            folder = scratch / "trained" / f"{kind}-self-test"
+            save_model(classifier, folder, model_id=f"{kind}-self-test")
+            (prediction,) = load_model(folder).classifier.predict([image])
+            if problem := _probabilities_problem(prediction.probabilities):
+                raise RuntimeError(f"the reloaded model's {problem}")
+            return prediction.predicted_name
+
+        predicted = _step(entry, kind, train_and_reload)
+        if predicted is None:
+            break
+        trained[kind] = predicted
+    entry["trained"] = trained
+    return entry
+
+
+def _model_folders(shipped: Path) -> list[Path]:
+    """Every folder of the shipped models (a folder the store would skip, e.g. a damaged manifest, fails its load)."""
+    if not shipped.is_dir():
+        return []
+    return sorted(p for p in shipped.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def run_self_test(report_path: Path | None = None, shipped_dir: Path | None = None) -> tuple[int, dict[str, Any]]:
     """Run every check; return (exit status, report). ``shipped_dir`` overrides the bundled models (for tests)."""
     started = time.perf_counter()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from allgui import __version__
+    from allgui.core.models import runtime
     from allgui.resources import resources_dir, shipped_models_dir
 
     shipped = Path(shipped_dir) if shipped_dir is not None else shipped_models_dir()
     report: dict[str, Any] = {
         "frozen": bool(getattr(sys, "frozen", False)),
-        "bundle": os.environ.get("ALLGUI_BUNDLE"),  # "cpu" when the CPU bundle's runtime hook hid the GPU
+        # "lab" in the laboratory bundle (no torch); "cpu" in the full bundle whose runtime hook hid the GPU.
+        "bundle": os.environ.get("ALLGUI_BUNDLE"),
         "executable": sys.executable,
         "platform": platform.platform(),
         "resources_dir": str(resources_dir()),
         "shipped_models_dir": str(shipped),
     }
-    report["versions"], library_problems = _versions()
-    device: dict[str, Any] = {"passed": True}
-    device.update(_step(device, "probe", _device) or {})
-    report["device"] = device
+    torch_before = torch_imported()
+    versions, library_problems = _versions(VERSION_MODULES)
+    report["versions"] = {"allgui": __version__, "python": platform.python_version(), **versions}
 
     from allgui.core.models.store import ModelStore
 
     # A throw-away user folder: the self-test must neither see the user's own models nor change their settings.
     with tempfile.TemporaryDirectory(prefix="allgui-self-test-") as scratch:
         store = ModelStore(data_dir=Path(scratch), shipped_dir=shipped)
-        models = [m for m in store.list() if m.source == "shipped"]
+        folders = _model_folders(shipped)
         screenshot = report_path.with_suffix(".png") if report_path is not None else None
         report["window"] = _check_window(store, Path(scratch), screenshot)
         image = test_image()
-        report["models"] = [_check_model(info, image) for info in models]
+        image_file = Path(scratch) / "self-test-image.png"
+        image.save(image_file)
+        report["models"] = [_check_model(folder, image, image_file) for folder in folders]
+        report["training"] = _check_training(Path(scratch), image)
+    # Whether the checks above (the window, every model, the training) imported torch: never in the laboratory
+    # bundle. The device probe below imports it on purpose, where it is installed.
+    report["torch"] = {
+        "installed": runtime.torch_installed(),
+        "imported_before": torch_before,
+        "imported_by_checks": torch_imported() and not torch_before,
+    }
+    if runtime.torch_installed():
+        torch_versions, torch_problems = _versions(TORCH_MODULES)
+        report["versions"].update(torch_versions)
+        library_problems += torch_problems
+    else:
+        report["versions"].update(dict.fromkeys(TORCH_MODULES, NOT_INSTALLED))
+    device: dict[str, Any] = {"passed": True}
+    device.update(_step(device, "probe", _device) or {})
+    report["device"] = device
+    report["torch"]["imported"] = torch_imported()
+
     failures = [f"window: {report['window'].get('error')}"] if not report["window"]["passed"] else []
     failures += library_problems
     if not report["device"]["passed"]:
         failures.append(f"device: {report['device'].get('error')}")
     failures += [f"model {m['id']}: {m.get('error')}" for m in report["models"] if not m["passed"]]
-    if not models:
+    if not report["training"]["passed"]:
+        failures.append(f"training: {report['training'].get('error')}")
+    if not folders:
         failures.append(f"no shipped model found in {shipped}: the installation has nothing to classify with")
     report["failures"] = failures
     report["passed"] = not failures
@@ -272,9 +432,17 @@ def main(argv: Sequence[str]) -> int:
     if args.report is None:
         print(json.dumps(report, indent=2))
     verdict = "passed" if status == 0 else "FAILED"
+    torch = report["torch"]
+    torch_state = (
+        "not installed"
+        if not torch["installed"]
+        else ("imported by the checks" if torch["imported_by_checks"] else "not needed by the checks")
+    )
     print(
         f"allgui self-test {verdict}: window {'ok' if report['window']['passed'] else 'failed'}, "
-        f"{sum(m['passed'] for m in report['models'])}/{len(report['models'])} shipped model(s) classified"
+        f"{sum(m['passed'] for m in report['models'])}/{len(report['models'])} shipped model(s) classified, "
+        f"classical training {'ok' if report['training']['passed'] else 'failed'}, torch {torch_state}"
+        + "".join(f"\n  {m['id']}: {m['engine']} on {m['device']}" for m in report["models"] if "engine" in m)
         + "".join(f"\n  {failure}" for failure in report["failures"]),
         file=sys.stderr,
     )

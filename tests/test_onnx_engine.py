@@ -34,6 +34,7 @@ from allgui.core.models.store import (
     sha256_of,
 )
 from allgui.resources import shipped_models_dir
+from tests.hidden_torch import HIDE_TORCH
 
 SECNN = shipped_models_dir() / "secnn-default"
 HASH_SVM = shipped_models_dir() / "cnn-hash-svm-taleqani"
@@ -134,21 +135,6 @@ class _Trace:
             _Trace.first = [f"{f.filename}:{f.lineno}" for f in frames[-8:]]
         return None
 sys.meta_path.insert(0, _Trace())
-"""
-# Every finder on sys.meta_path made blind to torch: as where it is not installed (find_spec finds nothing and
-# ``import torch`` raises ModuleNotFoundError), while ``sys.modules`` holds no placeholder that other libraries trip on.
-HIDE_TORCH = """
-import sys
-class _Blind:
-    def __init__(self, finder):
-        self._finder = finder
-    def __getattr__(self, name):
-        return getattr(self._finder, name)
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            return None
-        return self._finder.find_spec(name, path, target)
-sys.meta_path[:] = [_Blind(finder) for finder in sys.meta_path]
 """
 
 

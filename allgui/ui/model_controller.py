@@ -48,10 +48,14 @@ def _load_quietly(task: Task, store: ModelStore, model_id: str | None, engine: s
         else:
             info = store.find(model_id)
             loaded = store.activate(model_id) if info.offered else store.load(model_id)
-        loaded.classifier.set_engine(engine)
+        # Settings carried over from an installation with torch to one without (the laboratory bundle).
+        fallback = engine == "torch" and not runtime.torch_installed()
+        loaded.classifier.set_engine("auto" if fallback else engine)
         device = loaded.classifier.device_name  # chooses the engine (and torch's device) inside the warning catcher
     # Device changes, and state files ignored on the way (a damaged active-model choice, a folder that is not a model).
     notices = [str(w.message) for w in caught if type(w.message).__name__ in ("DeviceWarning", "StateFileWarning")]
+    if fallback:
+        notices.append("The torch engine chosen in Preferences is not installed here: ONNX Runtime runs the model.")
     if store.unsaved_reason:
         notices.append(f"{store.unsaved_reason}: the choice lasts until AllGUI closes.")
     # No GPU is the normal case on a lab PC, not a fault: a plain note, not a warning.

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QSpinBox
 
-from allgui.core.models.runtime import FULL_INSTALL, torch_installed
+from allgui.core.models import runtime
+from allgui.core.models.runtime import FULL_INSTALL
 from allgui.core.settings import Settings
 
 ENGINES = (
@@ -41,13 +42,15 @@ class PreferencesDialog(QDialog):
         self.engine = QComboBox()
         for value, text in ENGINES:
             self.engine.addItem(text, value)
-        self.engine.setCurrentIndex(max(0, self.engine.findData(settings.engine)))
+        # A torch choice carried over to an installation without torch is shown as what runs: automatic.
+        shown = "auto" if settings.engine == "torch" and not runtime.torch_installed() else settings.engine
+        self.engine.setCurrentIndex(max(0, self.engine.findData(shown)))
         self.engine.setToolTip(
             "What runs the SE-CNN networks. ONNX Runtime is exact and needs no GPU libraries; torch runs them on an "
             "NVIDIA GPU, and models saved by an earlier AllGUI (without an ONNX graph) always run on torch. "
             "On CPUs with bfloat16 units torch is faster, its probabilities a little less exact."
         )
-        if not torch_installed():
+        if not runtime.torch_installed():
             self.engine.model().item(self.engine.findData("torch")).setEnabled(False)
             self.engine.setToolTip(f"{self.engine.toolTip()}\n\n{FULL_INSTALL[0].upper()}{FULL_INSTALL[1:]}.")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)

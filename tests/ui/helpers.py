@@ -21,3 +21,17 @@ def open_window(qtbot, store: ModelStore, model_id: str | None = None) -> MainWi
 def close_window(qtbot, window: MainWindow) -> None:
     window.close()
     assert not window.runner.busy
+
+
+class Accepting:
+    """Stands in for the modal run of a real dialog: its choices are set, then it is accepted."""
+
+    def __init__(self, dialog) -> None:
+        self.dialog = dialog
+        self.DialogCode = dialog.DialogCode
+
+    def exec(self):
+        return self.DialogCode.Accepted
+
+    def apply(self):
+        return self.dialog.apply()

@@ -12,7 +12,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from allgui import DISCLAIMER
 from allgui.core.settings import load_settings, settings_path
 
-from .helpers import close_window, open_window
+from .helpers import Accepting, close_window, open_window
 
 
 def test_model_selector_lists_every_offered_model_with_its_device(qtbot, store) -> None:
@@ -133,24 +133,10 @@ def test_shortcuts_and_preferences(qtbot, store, image_folder: Path) -> None:
     dialog.review.setValue(1.0)
     dialog.threshold.setValue(0)
     with qtbot.waitSignals([window.review.predictions_done, window.review.duplicates_done], timeout=120000):
-        window.edit_preferences(_Accepting(dialog))
+        window.edit_preferences(Accepting(dialog))
     items = window.review.session.items
     assert all(item.needs_review for item in items)
     assert [item.confidence for item in items] == confidences
     assert window.review.session.duplicate_threshold == 0
     assert load_settings().review_threshold == 1.0 and load_settings().duplicate_threshold == 0
     close_window(qtbot, window)
-
-
-class _Accepting:
-    """Stands in for the modal run of a real dialog: its choices are set, then it is accepted."""
-
-    def __init__(self, dialog) -> None:
-        self.dialog = dialog
-        self.DialogCode = dialog.DialogCode
-
-    def exec(self):
-        return self.DialogCode.Accepted
-
-    def apply(self):
-        return self.dialog.apply()
