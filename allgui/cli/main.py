@@ -16,7 +16,7 @@ from typing import TextIO
 from allgui import DISCLAIMER, __version__
 
 # Modules in allgui/cli/ that each add one subcommand via register(subparsers).
-COMMANDS = ["dedupe", "data", "train", "compare", "classify", "models"]
+COMMANDS = ["dedupe", "data", "train", "compare", "classify", "report", "models"]
 
 
 class UsageError(Exception):

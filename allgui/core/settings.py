@@ -34,6 +34,7 @@ class Settings:
     window_state: str = ""  # QMainWindow.saveState() as hex
     splitter_state: str = ""
     current_tab: int = 0
+    reviewer: str = ""  # the name a case report is signed with (Preferences)
 
     def add_recent(self, folder: str | Path) -> None:
         text = str(folder)

@@ -156,6 +156,7 @@ class BatchTab(QWidget):
     message = Signal(str)
     error = Signal(str)
     finished = Signal(int)  # rows written (also after a cancel)
+    report_requested = Signal()  # "Export report…": the main window asks for the file and writes it
 
     def __init__(self, runner: TaskRunner, models: ModelController, settings: Settings, parent=None) -> None:
         super().__init__(parent)
@@ -220,6 +221,12 @@ class BatchTab(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(export_csv)
         buttons.addWidget(export_json)
+        self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip(
+            "A case report of these images as PDF or HTML, with the thumbnails of those that need review"
+        )
+        self.report_button.clicked.connect(lambda: self.report_requested.emit())
+        buttons.addWidget(self.report_button)
         right_layout.addLayout(buttons)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.table)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QFileDialog,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 class MainWindow(QMainWindow):
     tabs_ready = Signal()
+    report_written = Signal(object)  # the Path of a case report, once written
 
     def __init__(
         self, store: ModelStore | None = None, settings_dir: Path | None = None, build_now: bool = True
@@ -108,6 +111,11 @@ class MainWindow(QMainWindow):
             "Ctrl+E",
             "Export the current tab's results as CSV or JSON",
         )
+        self.export_report_action = self._action(
+            "Export re&port…",
+            lambda: self.export_report(),
+            tip="A case report of the current tab's images (Review or Batch), as PDF or HTML",
+        )
         self.save_review_action = self._action(
             "&Save review…", lambda: self.save_review(), QKeySequence.StandardKey.Save
         )
@@ -130,6 +138,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.save_review_action)
         file_menu.addAction(self.export_action)
+        file_menu.addAction(self.export_report_action)
         file_menu.addAction(self.export_labelled_action)
         file_menu.addSeparator()
         file_menu.addAction(self.preferences_action)
@@ -213,6 +222,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(min(max(self.settings.current_tab, 0), self.tabs.count() - 1))
         if self.settings.splitter_state:
             self.review.splitter.restoreState(QByteArray.fromHex(self.settings.splitter_state.encode("ascii")))
+        self.batch.report_requested.connect(lambda: self.export_report(self.batch))
         for tab in (self.review, self.batch, self.training):
             tab.message.connect(self.show_message)
             tab.error.connect(self.show_error)
@@ -383,6 +393,72 @@ class MainWindow(QMainWindow):
             return None
         self.show_message(f"Results written to {written}")
         return written
+
+    def _report_rows(self, tab: Any) -> tuple[list[Any], str, str]:
+        """The tab's rows as the report reads them (with the review reasons that exports leave out), the folder's
+        name and where the rows come from."""
+        from allgui.core import classify, report
+
+        if tab is self.batch:
+            rows = [
+                {**classify.flat_row(r, False), "review_reasons": r.get("review_reasons")} for r in tab.table_model.rows
+            ]
+            folder = tab.table_model.root
+        else:
+            session = tab.session
+            rows = [
+                {**row, "review_reasons": item.review_reasons}
+                for row, item in zip(session.rows(), session.items, strict=True)
+            ]
+            folder = session.folder
+        cases = report.case_rows(rows)
+        source = f"the {'Batch' if tab is self.batch else 'Review'} tab" + (f" ({folder})" if folder else "")
+        return cases, Path(folder).name if folder else report.default_case_name(cases, "case"), source
+
+    def export_report(self, tab: Any = None, path: Path | None = None, case: str | None = None) -> bool:
+        """Write a case report of the Review or Batch tab's images (the current tab unless given) off the GUI thread,
+        as PDF or HTML by the file name; False when nothing was started."""
+        from allgui.ui.report_pdf import REPORT_SUFFIXES, report_task
+
+        tab = self.tabs.currentWidget() if tab is None else tab
+        if tab is None or tab not in (self.review, self.batch):
+            self.show_error("A case report is made of the Review or the Batch tab's images: open one of them first.")
+            return False
+        if not tab.has_results():
+            self.show_error("There are no results to report yet.")
+            return False
+        rows, folder_name, source = self._report_rows(tab)
+        if case is None:
+            case, accepted = QInputDialog.getText(self, "Export report", "Case name:", text=folder_name)
+            if not accepted:
+                return False
+        stem = re.sub(r"[^\w.-]+", "-", case.strip())[:80] or "case"  # a file name from any case name
+        default = f"{stem}-report.pdf"
+        path = path or self._save_name("Export report", default, "PDF (*.pdf);;HTML, self-contained (*.html)")
+        if path is None:
+            return False
+        if path.suffix.lower() not in REPORT_SUFFIXES:
+            path = path.with_name(f"{path.name}.pdf")
+
+        def written(result: Path) -> None:
+            self.show_message(f"Report written to {result}")
+            self.report_written.emit(result)
+
+        self.runner.start(
+            "report",
+            report_task,
+            rows,
+            path,
+            case,
+            self.settings.reviewer,
+            self.models.store,
+            source,
+            on_result=written,
+            on_error=lambda message: self.show_error(f"The report could not be written: {message}"),
+            on_cancelled=lambda: self.show_message("Report cancelled"),
+        )
+        self.show_message(f"Writing the report of {len(rows)} images…")
+        return True
 
     def save_review(self, path: Path | None = None) -> Path | None:
         if self.review is None or not len(self.review.session):

@@ -1,9 +1,18 @@
-"""Preferences dialog: the duplicate threshold, the confidence below which an image is flagged for review, and the
-engine that runs a network."""
+"""Preferences dialog: the duplicate threshold, the confidence below which an image is flagged for review, the
+engine that runs a network, and the reviewer's name that case reports carry."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QSpinBox
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLineEdit,
+    QSpinBox,
+)
 
 from allgui.core.models import runtime
 from allgui.core.models.runtime import FULL_INSTALL
@@ -53,6 +62,10 @@ class PreferencesDialog(QDialog):
         if not runtime.torch_installed():
             self.engine.model().item(self.engine.findData("torch")).setEnabled(False)
             self.engine.setToolTip(f"{self.engine.toolTip()}\n\n{FULL_INSTALL[0].upper()}{FULL_INSTALL[1:]}.")
+        self.reviewer = QLineEdit(settings.reviewer)
+        self.reviewer.setMaxLength(120)
+        self.reviewer.setPlaceholderText("your name as case reports are to show it")
+        self.reviewer.setToolTip("The name written on case reports (File → Export report…) as the reviewer")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -61,11 +74,12 @@ class PreferencesDialog(QDialog):
         form.addRow("", self.own_policy)
         form.addRow("Flag for review below confidence:", self.review)
         form.addRow("Network engine:", self.engine)
+        form.addRow("Reviewer name:", self.reviewer)
         form.addRow(buttons)
 
     def apply(self) -> tuple[bool, bool, bool]:
         """Write the choices into the settings; returns whether the duplicate threshold, the review threshold and
-        the engine changed."""
+        the engine changed (the reviewer's name is written too; nothing depends on it changing)."""
         threshold = self.threshold.value()
         review = None if self.own_policy.isChecked() else round(self.review.value(), 2)
         engine = str(self.engine.currentData())
@@ -76,4 +90,5 @@ class PreferencesDialog(QDialog):
             engine != settings.engine,
         )
         settings.duplicate_threshold, settings.review_threshold, settings.engine = threshold, review, engine
+        settings.reviewer = self.reviewer.text().strip()
         return changed
