@@ -12,6 +12,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,15 +38,33 @@ from allgui.core.journal import (
     read_journal,
 )
 from allgui.core.models.base import UNLIKE_TRAINING, BatchPredictor
+from allgui.core.models.runtime import usable_cores
 from allgui.core.models.store import LoadedModel
-from allgui.core.progress import Cancelled, CancelToken, LogCallback, ProgressCallback, check
+from allgui.core.progress import (
+    MIN_RATE_SECONDS,
+    Cancelled,
+    CancelToken,
+    LogCallback,
+    ProgressCallback,
+    check,
+    clock_text,
+)
 
 # The duplicate column hashes images at the default SE-CNN's input size, which the fast path has at hand: a tenth
 # of the cost of hashing the full image. On the 2767 real images it finds 85 of the 86 groups a full-size hash finds
 # (the 86th pair sits at the threshold) and no other.
 HASH_SIZE = 96
-# Threads decoding images while the model runs (the fast path's resizing happens there too).
-DECODE_WORKERS = int(os.environ.get("ALLGUI_DECODE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
+
+
+def decode_workers() -> int:
+    """Threads decoding images while the model runs (the fast path's resizing happens there too): up to 4, or
+    ``ALLGUI_DECODE_WORKERS``. Read at each run, so a cluster's worker process takes the value its environment was
+    given however early it imported this module."""
+    value = os.environ.get("ALLGUI_DECODE_WORKERS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else min(4, usable_cores())
+
+
+DECODE_WORKERS = decode_workers()  # at import, for display; runs call decode_workers()
 
 
 @dataclass
@@ -127,7 +146,7 @@ def _decoder(
 ) -> None:
     try:
         # Decoding (and the fast path's resizing) releases the GIL: a few threads overlap it with inference.
-        with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="classify-decode") as pool:
+        with ThreadPoolExecutor(decode_workers(), thread_name_prefix="classify-decode") as pool:
             for start in range(0, len(paths), batch_size):
                 if stop.is_set():
                     return
@@ -157,6 +176,10 @@ def classify_paths(
     log: LogCallback | None = None,
     on_rows: Callable[[list[Row]], None] | None = None,
     group_duplicates: bool = True,
+    client: Any | None = None,
+    chunk_size: int | None = None,
+    worker_engine: str = "auto",
+    worker_device: str = "auto",
 ) -> list[Row]:
     """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
 
@@ -165,13 +188,40 @@ def classify_paths(
     Raises :class:`Cancelled` when ``cancel`` is set (the journal keeps everything finished so far).
     ``group_duplicates=False`` leaves out the perceptual hash and the duplicate column, for a caller that groups
     the images itself (the Review tab hashes them before classifying, to show the groups first).
+
+    ``client``, a ``dask.distributed.Client`` (needs the cluster extra, ``pip install "allgui[cluster]"``), runs
+    the decoding and the model on its cluster's workers (:mod:`allgui.core.cluster`); this process lists the
+    files, journals the rows as they come back and groups the duplicates over the whole run, so the rows, the
+    journal and ``resume`` are the same as for a run here (a run started here may be resumed on a cluster and
+    back). The workers must read the images at the same paths (shared storage; relative paths are made absolute
+    here); the model travels as its verified files, loaded once per worker, ``worker_engine`` and
+    ``worker_device`` choosing what runs it there ("auto": as :mod:`allgui.core.models.runtime` decides on each
+    worker). ``chunk_size`` is the number of paths per task (default: 16 to 128, from the number of images and of
+    worker threads). A worker that dies mid-run loses nothing (its tasks run elsewhere); a task that fails for
+    good raises :class:`allgui.core.cluster.ClusterError`, with every row finished so far in the journal. In a
+    notebook::
+
+        from dask.distributed import Client
+        from allgui.core.classify import classify_paths
+        from allgui.core.cluster import start_local_cluster
+        from allgui.core.models.store import ModelStore
+
+        client = Client(start_local_cluster(4))  # 4 worker processes here; or Client("tcp://scheduler:8786")
+        rows = classify_paths(paths, ModelStore().load(), client=client, journal=Path("run.journal.jsonl"))
+
+    (``start_local_cluster`` gives each worker its share of the cores, as ``allgui classify --cluster local:4``
+    does; a plain ``LocalCluster`` works too.)
     """
     if journal is not None and not group_duplicates:
         raise ValueError("a journal keeps each row's perceptual hash: classify with group_duplicates")
+    if client is not None and not group_duplicates:
+        raise ValueError("a cluster run groups duplicates over the whole run: classify with group_duplicates")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
     log = log or (lambda _: None)
     unique: dict[str, Path] = {}
     for path in paths:
-        unique.setdefault(path_key(path), Path(path))
+        unique.setdefault(path_key(path), path if isinstance(path, Path) else Path(path))  # a copy is 300 bytes
     keys = list(unique)
     header = journal_header(loaded)
     owned = not isinstance(journal, Journal)
@@ -188,6 +238,45 @@ def classify_paths(
     todo = [unique[k] for k in keys if k not in done]
     total = len(keys)
     finished = total - len(todo)
+
+    def take(rows: list[Row]) -> list[Row]:
+        """Journal and keep the rows of paths not finished yet: a path is never journalled twice."""
+        nonlocal finished
+        fresh: dict[str, Row] = {}
+        for row in rows:
+            key = path_key(row["path"])
+            if key not in done and key not in fresh:
+                fresh[key] = row
+        if fresh:
+            if book is not None:
+                book.append(list(fresh.values()))
+            done.update(fresh)  # only once journalled
+            if on_rows is not None:  # e.g. the GUI's table, filled as results arrive
+                on_rows(list(fresh.values()))
+            finished += len(fresh)
+        return list(fresh.values())
+
+    if client is not None:
+        try:
+            _classify_on_cluster(
+                client,
+                [key for key in keys if key not in done],  # the same strings as ``unique``'s keys: no copies
+                unique,
+                loaded,
+                take,
+                batch_size=max(1, batch_size),
+                chunk_size=chunk_size,
+                engine=worker_engine,
+                device=worker_device,
+                progress=progress,
+                counts=lambda: (finished, total),
+                cancel=cancel,
+                log=log,
+            )
+        finally:
+            if book is not None and owned:
+                book.close()
+        return _finish(keys, done, problems, loaded, group_duplicates)
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     predictor = loaded.classifier.batch_predictor()  # e.g. the SE-CNN's fast path: the one choice of how to run it
@@ -208,14 +297,7 @@ def classify_paths(
                 continue
             if batch is None:
                 break
-            rows = _rows_for(batch, loaded, predictor)
-            if book is not None:
-                book.append(rows)
-            for row in rows:
-                done.setdefault(path_key(row["path"]), row)
-            if on_rows is not None:  # e.g. the GUI's table, filled as results arrive
-                on_rows(rows)
-            finished += len(rows)
+            take(_rows_for(batch, loaded, predictor))
             if progress is not None:
                 progress(finished, total, f"classified {finished} of {total}")
     finally:
@@ -226,11 +308,78 @@ def classify_paths(
         worker.join()
         if book is not None and owned:
             book.close()
+    return _finish(keys, done, problems, loaded, group_duplicates)
+
+
+def _finish(
+    keys: list[str],
+    done: dict[str, Row],
+    problems: Sequence[tuple[Path, str]],
+    loaded: LoadedModel,
+    group_duplicates: bool,
+) -> list[Row]:
+    """The run's rows in the order of its paths, then the scan's error rows, with the duplicate column."""
     rows = [done[k] for k in keys]
     rows += [_error_row(path, reason, loaded.id) for path, reason in problems]
     if group_duplicates:
         _assign_duplicate_groups(rows)
     return rows
+
+
+def _classify_on_cluster(
+    client: Any,
+    keys: list[str],
+    unique: dict[str, Path],
+    loaded: LoadedModel,
+    take: Callable[[list[Row]], list[Row]],
+    *,
+    batch_size: int,
+    chunk_size: int | None,
+    engine: str,
+    device: str,
+    progress: ProgressCallback | None,
+    counts: Callable[[], tuple[int, int]],
+    cancel: CancelToken | None,
+    log: LogCallback,
+) -> None:
+    """The cluster's part of :func:`classify_paths`: rows stream back from the workers into ``take``."""
+    from allgui.core.cluster import stream_rows  # only here: dask is the cluster extra's
+
+    started = time.monotonic()
+    first, total = counts()
+    if progress is not None:
+        progress(first, total, "classifying on the cluster")
+    stream = stream_rows(
+        client,
+        keys,
+        loaded,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        engine=engine,
+        device=device,
+        cancel=cancel,
+        log=log,
+    )
+    with contextlib.closing(stream):
+        for rows, workers in stream:
+            for row in rows:  # the path as this process named it (the workers were sent it absolute)
+                row["path"] = str(unique[path_key(row["path"])])
+            take(rows)
+            if progress is not None:
+                finished, total = counts()
+                progress(finished, total, _cluster_message(finished, total, finished - first, started, workers))
+
+
+def _cluster_message(finished: int, total: int, this_run: int, started: float, workers: int) -> str:
+    """``1200 of 3000 · 95 images/s · 0:19 left · 2 workers`` (the rate of this run, not of resumed rows)."""
+    parts = [f"{finished} of {total}"]
+    elapsed = time.monotonic() - started
+    if this_run > 0 and elapsed >= MIN_RATE_SECONDS:
+        rate = this_run / elapsed
+        parts += [f"{rate:.1f} images/s" if rate < 10 else f"{rate:.0f} images/s"]
+        parts += [f"{clock_text((total - finished) / rate)} left"]
+    parts.append(f"{workers} worker{'s' if workers != 1 else ''}")
+    return " · ".join(parts)
 
 
 def _assign_duplicate_groups(rows: list[Row]) -> None:

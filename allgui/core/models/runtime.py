@@ -72,6 +72,19 @@ def require_torch(why: str) -> None:
         raise EngineUnavailable(f"{why}, which needs torch; {FULL_INSTALL}")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system sets one (a SLURM job, taskset), else
+    all of the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
 def inference_threads() -> int:
-    """Threads for a network in batch inference: half the cores, the other half decode (oversubscribing costs 4x)."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    """Threads for a network in batch inference: half the usable cores, the other half decode (oversubscribing
+    costs 4x); ``ALLGUI_INFERENCE_THREADS`` overrides it (a cluster's worker processes get their share that way)."""
+    value = os.environ.get("ALLGUI_INFERENCE_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, usable_cores() // 2)
