@@ -1,6 +1,6 @@
 """GUI responsiveness: start-up, one click in the review tab, and the event loop's longest stall under heavy work.
 
-Run: QT_QPA_PLATFORM=offscreen .venv/bin/python -m benchmarks.bench_gui [DATA_FOLDER] [--model DIR] [--quick]
+Run: QT_QPA_PLATFORM=offscreen .venv/bin/python -m benchmarks.bench_gui [DATA_FOLDER] [--model DIR] [--gallery-only]
 
 * Start-up, in a fresh process launched as `allgui` is: seconds from launch until the main window is visible and its
   event loop answers, whether torch was imported by then, when the model is ready, and the longest event-loop stall
@@ -9,6 +9,10 @@ Run: QT_QPA_PLATFORM=offscreen .venv/bin/python -m benchmarks.bench_gui [DATA_FO
   with the model warm: the first click, then the median and maximum of the following ones.
 * The longest gap between heartbeats (10 ms timer) while the window is idle (the machine's own noise, measured in
   the same run) and while a 2000-image batch, a duplicate scan of the data folder and an SE-CNN training run go on.
+* The review tab's gallery of the whole data folder: opening it (until the first screen of thumbnails is shown),
+  scrolling it top to bottom at a mouse wheel's pace, jumping about in it as a dragged scroll bar does, and opening
+  the folder again with the gallery shown (regrouped as the predictions come in).
+  ``--gallery-only`` measures the idle window, opening the folder and the gallery, and nothing else.
 
 Uses the shipped default model; without it, a stand-in SE-CNN of the same architecture (see bench_classify).
 """
@@ -185,12 +189,58 @@ def stall(heartbeat: Heartbeat, start: Callable[[], object], finished: Callable[
     return {"seconds": time.perf_counter() - began, "completed": completed, "longest_ms": longest, "over": over}
 
 
+def gallery(window, heartbeat: Heartbeat, data: Path) -> None:  # noqa: ANN001 - MainWindow
+    """The gallery of every image open in the review tab: open it, scroll through it, jump about in it; then open
+    the folder again with the gallery shown, which regroups it as the predictions come in."""
+    import random
+
+    review = window.review
+    thumbnails, view = review.gallery.thumbnails, review.gallery.view
+
+    def settled() -> bool:
+        return bool(thumbnails.cache) and not window.runner.is_running("thumbnails")
+
+    result = stall(heartbeat, lambda: review.set_view_mode("gallery"), settled, 60)
+    print(
+        f"  open the gallery of {len(review.session)} images, until the first screen of thumbnails is shown "
+        f"({result['seconds']:.2f} s): {result['longest_ms']:6.0f} ms ({result['over']} gaps over target)"
+    )
+    bar = view.verticalScrollBar()
+    steps = [*range(0, bar.maximum(), max(1, bar.pageStep() // 3)), bar.maximum()]  # a wheel's pace: 1/3 page
+    positions = random.Random(7).sample(range(bar.maximum()), 20)  # a dragged scroll bar
+
+    for name, values, pause in (
+        ("scroll top to bottom, 1/3 page per 20 ms", steps, 0.02),
+        ("20 jumps", positions, 0.1),
+    ):
+        mark = heartbeat.mark()
+        began = time.perf_counter()
+        for value in values:
+            bar.setValue(value)
+            wait_until(lambda: False, pause)
+        moved = time.perf_counter() - began
+        wait_until(settled, 30)
+        longest, over = heartbeat.longest_ms(mark)
+        print(
+            f"  gallery: {name} ({len(values)} moves, {moved:.1f} s; last screen's thumbnails "
+            f"{time.perf_counter() - began - moved:.2f} s later): {longest:6.0f} ms ({over} gaps over target)"
+        )
+    print(f"  gallery: {len(thumbnails.cache)} thumbnails cached, {len(view.findChildren(object))} objects in the view")
+    result = stall(heartbeat, lambda: review.open_paths([data]), lambda: not window.runner.busy, 600)
+    print(
+        f"  open {len(review.session)} images with the gallery shown, regrouped as predictions come "
+        f"({result['seconds']:.0f} s): {result['longest_ms']:6.0f} ms ({result['over']} gaps over target)"
+    )
+    review.set_view_mode("list")
+
+
 def main() -> None:
     default = os.environ.get("ALLGUI_TEST_DATA", "../shared/data/taleqani-all")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", type=Path, default=Path(default))
     parser.add_argument("--model", type=Path, default=shipped_models_dir() / "secnn-default")
     parser.add_argument("--training-seconds", type=float, default=40.0, help="how long to watch the training run")
+    parser.add_argument("--gallery-only", action="store_true", help="only the idle window, review and gallery")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     work = Path(tempfile.mkdtemp(prefix="allgui-bench-gui-"))
@@ -215,7 +265,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} (other jobs share these cores)"
     )
 
-    runs = [startup(home) for _ in range(3)]
+    runs = [] if args.gallery_only else [startup(home) for _ in range(3)]
     for marks in runs:
         print(
             f"start-up: window visible and responding {marks['visible']:.2f} s after launch "
@@ -236,14 +286,15 @@ def main() -> None:
         raise SystemExit("the window never loaded its model")
     heartbeat = Heartbeat()
 
-    small = link_folder(files[:: max(1, len(files) // 60)][:60], work / "review")
-    times = clicks(window, small, 21)
-    warm = times[1:]
-    print(
-        f"\nclick in the review tab -> probabilities + attention shown: first {times[0]:.0f} ms; warm median "
-        f"{statistics.median(warm):.1f} ms, max {max(warm):.1f} ms over {len(warm)} clicks "
-        f"(target < {CLICK_TARGET_MS:.0f})"
-    )
+    if not args.gallery_only:
+        small = link_folder(files[:: max(1, len(files) // 60)][:60], work / "review")
+        times = clicks(window, small, 21)
+        warm = times[1:]
+        print(
+            f"\nclick in the review tab -> probabilities + attention shown: first {times[0]:.0f} ms; warm median "
+            f"{statistics.median(warm):.1f} ms, max {max(warm):.1f} ms over {len(warm)} clicks "
+            f"(target < {CLICK_TARGET_MS:.0f})"
+        )
 
     print(f"\nlongest event-loop stall (10 ms heartbeat; target < {STALL_TARGET_MS:.0f} ms):")
     mark = heartbeat.mark()
@@ -251,16 +302,8 @@ def main() -> None:
     idle, idle_over = heartbeat.longest_ms(mark)
     print(f"  idle window, 5 s (machine noise):      {idle:6.0f} ms ({idle_over} gaps over target)")
 
-    batch_folder = link_folder(files[:2000], work / "batch")
-    finished: list[int] = []
-    window.batch.finished.connect(finished.append)
-    window.tabs.setCurrentWidget(window.batch)
-    result = stall(heartbeat, lambda: window.batch.start(batch_folder), lambda: bool(finished), 600)
-    rate = len(window.batch.table_model.rows) / result["seconds"]
-    print(
-        f"  2000-image batch ({result['seconds']:.0f} s, {rate:.0f} images/s): {result['longest_ms']:6.0f} ms "
-        f"({result['over']} gaps over target)"
-    )
+    if not args.gallery_only:
+        batch(window, heartbeat, link_folder(files[:2000], work / "batch"))
 
     window.tabs.setCurrentWidget(window.review)
     result = stall(heartbeat, lambda: window.review.open_paths([args.data]), lambda: not window.runner.busy, 600)
@@ -268,24 +311,41 @@ def main() -> None:
         f"  open {len(files)} images in review: scan, duplicate hashing, predictions ({result['seconds']:.0f} s): "
         f"{result['longest_ms']:6.0f} ms ({result['over']} gaps over target)"
     )
+    gallery(window, heartbeat, args.data)
+    if not args.gallery_only:
+        training(window, heartbeat, args.data, args.training_seconds)
+    window.close()
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
-    training = window.training
-    window.tabs.setCurrentWidget(training)
-    wait_until(training.run_button.isEnabled, 120)
-    training.set_selected(["cnn"])
-    training.full_radio.setChecked(True)
-    training.device_combo.setCurrentText("cpu")
-    result = stall(heartbeat, lambda: training.start(args.data), lambda: False, args.training_seconds)
-    log_lines = training.log_view.toPlainText().strip().splitlines()
-    training.cancel()
+
+def batch(window, heartbeat: Heartbeat, folder: Path) -> None:  # noqa: ANN001 - MainWindow
+    finished: list[int] = []
+    window.batch.finished.connect(finished.append)
+    window.tabs.setCurrentWidget(window.batch)
+    result = stall(heartbeat, lambda: window.batch.start(folder), lambda: bool(finished), 600)
+    rate = len(window.batch.table_model.rows) / result["seconds"]
+    print(
+        f"  2000-image batch ({result['seconds']:.0f} s, {rate:.0f} images/s): {result['longest_ms']:6.0f} ms "
+        f"({result['over']} gaps over target)"
+    )
+
+
+def training(window, heartbeat: Heartbeat, data: Path, seconds: float) -> None:  # noqa: ANN001 - MainWindow
+    tab = window.training
+    window.tabs.setCurrentWidget(tab)
+    wait_until(tab.run_button.isEnabled, 120)
+    tab.set_selected(["cnn"])
+    tab.full_radio.setChecked(True)
+    tab.device_combo.setCurrentText("cpu")
+    result = stall(heartbeat, lambda: tab.start(data), lambda: False, seconds)
+    log_lines = tab.log_view.toPlainText().strip().splitlines()
+    tab.cancel()
     wait_until(lambda: not window.runner.busy, 120)
     print(
         f"  SE-CNN training (full data, watched {result['seconds']:.0f} s, then cancelled; last log line: "
         f"{log_lines[-1][:60] if log_lines else '-'}): {result['longest_ms']:6.0f} ms "
         f"({result['over']} gaps over target)"
     )
-    window.close()
-    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Point-and-click review: image list, the selected image with probabilities, attention, duplicates and labels.
 
 This module wires the tab (its layout, the list and its filters, opening images, predictions and labels); the
-detail panels are in :mod:`allgui.ui.review_detail`, the attention shown for the selected image in
+gallery mode (every image as a thumbnail under its class) is :mod:`allgui.ui.gallery`, the detail panels are in
+:mod:`allgui.ui.review_detail`, the attention shown for the selected image in
 :mod:`allgui.ui.review_attention`, and the work in the thread pool in :mod:`allgui.ui.review_tasks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
@@ -22,7 +24,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QSplitter,
+    QStackedWidget,
     QTableView,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +43,7 @@ from allgui.core.settings import Settings
 from allgui.ui.attention_view import AttentionPanel
 from allgui.ui.charts import ClassBarChart
 from allgui.ui.drift_warning import DriftWarning
+from allgui.ui.gallery import GalleryPage
 from allgui.ui.image_view import ImagePanel
 from allgui.ui.model_controller import ModelController
 from allgui.ui.review_attention import AttentionController
@@ -159,8 +164,59 @@ class ReviewTab(QWidget):
         self.splitter.addWidget(middle)
         self.splitter.addWidget(right)
         self.splitter.setSizes([470, 520, 430])
+
+        self.gallery = GalleryPage(self.runner)
+        self.gallery.labels_chosen.connect(self.set_labels)
+        self.gallery.current_changed.connect(self._gallery_current)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.splitter)
+        self.pages.addWidget(self.gallery)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.splitter)
+        layout.addLayout(self._mode_switch())
+        layout.addWidget(self.pages, 1)
+
+    def _mode_switch(self) -> QHBoxLayout:
+        """List | Gallery: one image at a time with its details, or every image as a thumbnail under its class."""
+        self.mode_buttons = QButtonGroup(self)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(QLabel("View:"))
+        tips = (
+            "One image at a time: the list, the image with its probabilities, attention and near-duplicates",
+            "Every image as a thumbnail under its class, the doubtful ones first: verify a whole run",
+        )
+        for number, (name, tip) in enumerate(zip(("List", "Gallery"), tips, strict=True)):
+            button = QToolButton()
+            button.setText(name)
+            button.setToolTip(tip)
+            button.setCheckable(True)
+            button.setChecked(number == 0)
+            self.mode_buttons.addButton(button, number)
+            bar.addWidget(button)
+        self.mode_buttons.idClicked.connect(lambda number: self.set_view_mode(("list", "gallery")[number]))
+        bar.addStretch(1)
+        return bar
+
+    @property
+    def view_mode(self) -> str:
+        return "gallery" if self.pages.currentWidget() is self.gallery else "list"
+
+    def set_view_mode(self, mode: str) -> None:
+        """Show the list (``"list"``) or the gallery (``"gallery"``), on the same current image."""
+        gallery = mode == "gallery"
+        self.mode_buttons.button(int(gallery)).setChecked(True)
+        if gallery == (self.view_mode == "gallery"):
+            return
+        self.pages.setCurrentWidget(self.gallery if gallery else self.splitter)
+        if gallery:
+            self.gallery.select_row(self.current_row)
+            self.gallery.view.setFocus()
+        elif self.current_row is not None:
+            self.select_row(self.current_row)  # shows its details, which the gallery did not keep up to date
+            self.table.setFocus()
+
+    def _gallery_current(self, row: int) -> None:
+        self.current_row = row  # the label box's shortcuts, and the list when shown again, follow the gallery
 
     # ---- opening images -----------------------------------------------------------------------------------------
     def open_paths(self, paths: Sequence[str | Path]) -> bool:
@@ -255,16 +311,20 @@ class ReviewTab(QWidget):
         self.attention.clear()
         self.current_row = None
         self.table_model.set_session(session)
+        self.gallery.set_session(session)
         self._update_count()
         self.session_opened.emit(session)
         if len(session):
             self.select_row(0)
+            if self.view_mode == "gallery":
+                self.gallery.select_row(0)
 
     def _hashed(self, result: tuple[list, list]) -> None:
         records, groups = result
         self.session.set_duplicates(records, groups)
         self._restore_autosave()
         self.table_model.rows_changed()
+        self.gallery.refresh()
         grouped = sum(len(g.members) for g in groups)
         self.message.emit(f"Near-duplicates (look the same): {len(groups)} group(s) holding {grouped} image(s)")
         self._check_label_conflicts()  # restored labels, or the new grouping, may disagree
@@ -320,7 +380,8 @@ class ReviewTab(QWidget):
                 self.session.set_prediction(index, row["probabilities"], row["needs_review"], row["review_reasons"])
             rows.append(index)
         self.table_model.rows_changed(rows)
-        if self.current_row in rows:
+        self.gallery.refresh()
+        if self.current_row in rows and self.view_mode == "list":
             self.show_row(self.current_row)
         self._update_count()
 
@@ -339,6 +400,7 @@ class ReviewTab(QWidget):
             + f"; {flagged} to review"
         )
         self._apply_filters()
+        self.gallery.refresh()
         self.predictions_done.emit()
         self.attention.start_averages()
 
@@ -392,17 +454,28 @@ class ReviewTab(QWidget):
             self.label_current(self.session.items[self.current_row].predicted)
 
     def label_current(self, label: int | None) -> None:
-        if self.current_row is None:
+        if self.current_row is not None:
+            self.set_labels({self.current_row: label})
+
+    def set_labels(self, labels: Mapping[int, int | None]) -> None:
+        """Record the technician's labels (session row -> class, None clears) from the list or the gallery."""
+        if not labels:
             return
+        for row, label in labels.items():
+            self.session.set_label(row, label)
+        self.table_model.rows_changed(list(labels))
         row = self.current_row
-        self.session.set_label(row, label)
-        self.table_model.rows_changed([row])
-        group = self.session.items[row].duplicate_group
+        group = None if row is None else self.session.items[row].duplicate_group
         before = self.table_model.conflicts.get(group) if group is not None else None
         self._check_label_conflicts()
-        self._show_label(row)
-        if group is not None and self.table_model.conflicts.get(group) != before:
-            self._show_duplicates(row)  # its title says whether the group's labels differ
+        if row is not None:
+            self._show_label(row)
+            if group is not None and self.table_model.conflicts.get(group) != before:
+                self._show_duplicates(row)  # its title says whether the group's labels differ
+        if self.view_mode == "gallery":
+            self.gallery.refresh_now()  # at once: the gallery goes on with the next image after regrouping
+        else:
+            self.gallery.refresh()
         self._update_count()
         self.autosave()
 

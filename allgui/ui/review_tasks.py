@@ -3,18 +3,21 @@ with a :class:`~allgui.ui.workers.Task` for progress, partial results and cancel
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from PySide6.QtGui import QImage
 
 from allgui.core.attention import ClassAverage, class_average
 from allgui.core.classify import Row, classify_paths, path_key
 from allgui.core.duplicates import DuplicateGroup, find_groups
 from allgui.core.hashing import HashRecord, hash_images
-from allgui.core.imageio import ImageReadError
+from allgui.core.imageio import ImageReadError, read_rgb
 from allgui.core.models.base import Attention, Classifier
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import check
@@ -76,6 +79,64 @@ def predict_task(task: Task, loaded: LoadedModel, paths: Sequence[Path]) -> int:
         group_duplicates=False,
     )
     return len(paths)
+
+
+class ThumbnailQueue:
+    """Paths waiting for a gallery thumbnail, taken newest first (what is on screen now) and bounded: after fast
+    scrolling the old requests are dropped, and the gallery asks for those images again when it paints them."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._paths: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def push(self, path: Path) -> list[Path]:
+        """Queue ``path`` (first in line); returns the oldest paths dropped to stay within the limit."""
+        with self._lock:
+            self._paths[path] = None
+            self._paths.move_to_end(path)
+            dropped = []
+            while len(self._paths) > self.limit:
+                dropped.append(self._paths.popitem(last=False)[0])
+            return dropped
+
+    def pop(self) -> Path | None:
+        with self._lock:
+            return self._paths.popitem(last=True)[0] if self._paths else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._paths.clear()
+
+
+def thumbnail(path: Path, size: int) -> QImage | None:
+    """A ``size`` px (longest side) thumbnail; None for a file that cannot be read. JPEGs are decoded at reduced
+    size (draft), several times faster than the full image."""
+    try:
+        image = read_rgb(path, draft=(size, size))
+    except ImageReadError:
+        return None
+    if max(image.size) > size:
+        image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    width, height = image.size
+    data = image.tobytes()
+    # QImage (unlike QPixmap) may be made off the GUI thread; the converted copy owns its pixels, not ``data``.
+    return QImage(data, width, height, 3 * width, QImage.Format.Format_RGB888).convertToFormat(
+        QImage.Format.Format_RGB32
+    )
+
+
+def thumbnail_task(task: Task, queue: ThumbnailQueue, size: int) -> int:
+    """Make thumbnails until the queue is empty; each arrives as ``(path, QImage or None)``."""
+    done = 0
+    while (path := queue.pop()) is not None:
+        check(task.cancel)
+        task.partial((path, thumbnail(path, size)))
+        done += 1
+    return done
 
 
 def attention_task(task: Task, classifier: Classifier, path: Path, key: Any) -> tuple[Any, Attention | None]:
