@@ -22,8 +22,8 @@ from PySide6.QtCore import QMimeData, QModelIndex, QObject, QSize, Qt, QTimer, S
 from PySide6.QtGui import QPixmap, QStandardItem, QStandardItemModel
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.review_session import ReviewItem, ReviewSession
+from allgui.ui.review_table import short_reason
 from allgui.ui.review_tasks import ThumbnailQueue, thumbnail_task
 from allgui.ui.workers import TaskRunner
 
@@ -64,17 +64,6 @@ def shown_group(item: ReviewItem) -> int:
 
 def changed_by_person(item: ReviewItem) -> bool:
     return item.label is not None and item.label != item.predicted
-
-
-def short_reason(reason: str) -> str:
-    """A few words for the thumbnail badge; the whole reason is in the tooltip and the preview."""
-    if reason.startswith("confidence"):
-        return "low confidence"
-    if reason.startswith("Benign"):
-        return "Benign?"
-    if reason == UNLIKE_TRAINING:
-        return "unusual image"
-    return reason if len(reason) <= 16 else reason[:15] + "…"
 
 
 def badge_text(item: ReviewItem) -> str:

@@ -40,7 +40,8 @@ class ImagePanel(QWidget):
         self.fit_button.setToolTip("Show the whole image (mouse wheel zooms, drag pans)")
         self.fit_button.clicked.connect(self.fit)
         self.heat_box = QCheckBox("Heat map")
-        self.heat_box.setChecked(True)
+        # Off until asked for: the overlay recolours the stain the technician judges the cells by.
+        self.heat_box.setChecked(False)
         self.heat_box.setToolTip(
             "Where the network looked for its answer (bright: most). Experts: Grad-CAM of the last SE block for the "
             "predicted class."
@@ -56,6 +57,11 @@ class ImagePanel(QWidget):
         controls.addWidget(self.heat_box)
         controls.addWidget(QLabel("opacity"))
         controls.addWidget(self.opacity, 1)
+        self.legend = QLabel("dark: little attention · yellow: most")
+        self.legend.setToolTip("The heat map's colours (inferno): where the network looked, from least to most")
+        self.legend.setVisible(False)
+        self.heat_box.toggled.connect(self.legend.setVisible)
+        controls.addWidget(self.legend)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics, 1)

@@ -5,13 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont
 
 from allgui.core.classes import CLASS_NAMES
+from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.review_session import ReviewItem, ReviewSession
 from allgui.ui.charts import CLASS_COLORS
 
-COLUMNS = ("Image", "Predicted", "Confidence", "Review", "Duplicate", "Label", "Error")
+COLUMNS = ("Image", "Predicted", "Confidence", "Reason", "Duplicate", "Label", "Error")
+
+
+def short_reason(reason: str) -> str:
+    """A few words for the Reason column and the thumbnail badge; the whole reason is in the tooltips."""
+    if reason.startswith("confidence"):
+        return "low confidence"
+    if reason.startswith("Benign"):
+        return "Benign?"
+    if reason == UNLIKE_TRAINING:
+        return "unusual image"
+    return reason if len(reason) <= 16 else reason[:15] + "…"
+
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 Index = QModelIndex | QPersistentModelIndex
@@ -61,14 +75,19 @@ class ReviewTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self._sort_value(item, column)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if column == "Review" and item.review_reasons:
+            if column == "Reason" and item.review_reasons:
                 return "; ".join(item.review_reasons)
             if column in ("Image", "Error"):
                 return item.error or str(item.path)
             if column == "Duplicate" and item.duplicate_group is not None:
                 return self._duplicate_tip(item.duplicate_group)
         if role == Qt.ItemDataRole.ForegroundRole and column == "Predicted" and item.predicted is not None:
-            return QBrush(QColor(CLASS_COLORS[item.predicted]).darker(140))
+            # A call that needs review is not shown in the confident class colour.
+            return QBrush(QColor("#777777" if item.needs_review else QColor(CLASS_COLORS[item.predicted]).darker(140)))
+        if role == Qt.ItemDataRole.FontRole and column in ("Predicted", "Confidence") and item.needs_review:
+            font = QFont()
+            font.setItalic(True)
+            return font
         if role == Qt.ItemDataRole.BackgroundRole:
             if item.error:
                 return QBrush(QColor("#fde2e1"))
@@ -95,8 +114,8 @@ class ReviewTableModel(QAbstractTableModel):
             return "" if item.predicted is None else CLASS_NAMES[item.predicted]
         if column == "Confidence":
             return "" if item.confidence is None else f"{item.confidence:.2f}"
-        if column == "Review":
-            return "⚑ review" if item.needs_review else ""
+        if column == "Reason":  # why a person must look, in a few words (the whole reasons in the tooltip)
+            return "⚑ " + ", ".join(map(short_reason, item.review_reasons)) if item.needs_review else ""
         if column == "Duplicate":
             return "" if item.duplicate_group is None else f"dup {item.duplicate_group + 1}"
         if column == "Label":
@@ -109,7 +128,7 @@ class ReviewTableModel(QAbstractTableModel):
             return -1.0 if item.confidence is None else item.confidence
         if column == "Predicted":
             return -1 if item.predicted is None else item.predicted
-        if column == "Review":
+        if column == "Reason":
             return int(item.needs_review)
         if column == "Duplicate":
             return -1 if item.duplicate_group is None else item.duplicate_group

@@ -165,3 +165,34 @@ def test_review_warns_when_the_images_are_unlike_the_training_images(
     assert review.drift_label.isVisibleTo(review), [i.review_reasons for i in review.session.items]
     assert "unreliable" in review.drift_label.text()
     close_window(qtbot, window)
+
+
+def test_flagged_rows_say_why_and_are_not_shown_as_confident(qtbot, store, image_folder: Path) -> None:
+    """The Reason column names why a person must look; a flagged call is grey and italic, an unflagged one in its
+    class colour; the heat map, which recolours the stain, is off until asked for and then has a legend."""
+    from PySide6.QtCore import Qt
+
+    from allgui.ui.review_table import COLUMNS
+
+    window = open_window(qtbot, store, "test-secnn")
+    review = window.review
+    _open(qtbot, window, image_folder)
+    model = review.table_model
+    reason, predicted = COLUMNS.index("Reason"), COLUMNS.index("Predicted")
+    items = review.session.items
+    flagged = [row for row, item in enumerate(items) if item.needs_review and item.predicted is not None]
+    confident = [row for row, item in enumerate(items) if not item.needs_review and item.predicted is not None]
+    assert flagged and confident, "the test images must give both kinds of call"
+    for row in flagged:
+        text = model.data(model.index(row, reason))
+        assert text.startswith("⚑ ") and len(text) > 2 and text != "⚑ review"
+        assert model.data(model.index(row, predicted), Qt.ItemDataRole.ForegroundRole).color().name() == "#777777"
+        assert model.data(model.index(row, predicted), Qt.ItemDataRole.FontRole).italic()
+    for row in confident:
+        assert model.data(model.index(row, reason)) == ""
+        assert model.data(model.index(row, predicted), Qt.ItemDataRole.ForegroundRole).color().name() != "#777777"
+    panel = review.image_panel
+    assert not panel.heat_box.isChecked() and panel.legend.isHidden()
+    panel.heat_box.setChecked(True)
+    assert not panel.legend.isHidden()
+    close_window(qtbot, window)
