@@ -64,8 +64,6 @@ def decode_workers() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else min(4, usable_cores())
 
 
-DECODE_WORKERS = decode_workers()  # at import, for display; runs call decode_workers()
-
 
 @dataclass
 class _Decoded:
