@@ -64,7 +64,6 @@ def decode_workers() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else min(4, usable_cores())
 
 
-
 @dataclass
 class _Decoded:
     path: Path
