@@ -253,11 +253,13 @@ def _check_model(folder: Path, image: Any, image_file: Path) -> dict[str, Any]:
     rows = _step(entry, "batch", lambda: classify_paths([image_file], loaded, batch_size=1))
     if rows is None:
         return entry
-    row = rows[0] if len(rows) == 1 else {"error": f"{len(rows)} rows for one image"}
-    problem = row.get("error") or _probabilities_problem(row.get("probabilities"))
-    if problem is None:
-        difference = max(abs(a - float(b)) for a, b in zip(row["probabilities"], prediction.probabilities, strict=True))
-        entry["batch"] = {"class": row["predicted"], "largest_difference": round(difference, 6)}
+    row = rows[0] if len(rows) == 1 else None
+    problem = (
+        f"{len(rows)} rows for one image" if row is None else row.error or _probabilities_problem(row.probabilities)
+    )
+    if problem is None and row is not None and row.probabilities is not None:
+        difference = max(abs(a - float(b)) for a, b in zip(row.probabilities, prediction.probabilities, strict=True))
+        entry["batch"] = {"class": row.predicted, "largest_difference": round(difference, 6)}
         if difference > BATCH_TOLERANCE:
             problem = f"its probabilities differ from the direct prediction's by {difference:.4f}"
     if problem is not None:

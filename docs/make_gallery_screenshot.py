@@ -58,8 +58,8 @@ def main() -> int:
     # Nine images of each class, two the model gets wrong, and up to three of each class that it flags for review.
     everything = pick(args.data, 10_000)
     rows = classify_paths(everything, window.models.current, group_duplicates=False)
-    flagged = [Path(row["path"]) for row in rows if row["needs_review"]]
-    mistaken = [Path(r["path"]) for r in rows if r["predicted"] != CLASS_NAMES[truth(Path(r["path"]))]]
+    flagged = [Path(row.path) for row in rows if row.needs_review]
+    mistaken = [Path(r.path) for r in rows if r.predicted != CLASS_NAMES[truth(Path(r.path))]]
     chosen = pick(args.data, 9, offset=4) + mistaken[:2]
     for name in ("Benign", "Early", "Pre", "Pro"):
         chosen += [path for path in flagged if path.parent.name == name][:3]

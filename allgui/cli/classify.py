@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         JournalBusyError,
         JournalMismatchError,
         classify_paths,
+        fmt_for,
         journal_header,
         journal_path_for,
         render,
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster is not None:
         check_cluster_address(args.cluster)
         cluster = cluster_module(args.cluster)  # before any work: a missing extra is said at once
-    fmt = args.format or ("json" if args.out and args.out.lower().endswith(".json") else "csv")
+    fmt = args.format or (fmt_for(Path(args.out)) if args.out else "csv")
     paths = require_paths(args.paths, rows_for_links=True)
     if args.out is not None and long_part_problem(args.out):
         raise UsageError(f"--out {args.out}: cannot be written: {long_part_problem(args.out)}")
@@ -203,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
                 log(f"allgui classify: {error}{kept}")
                 return 1
         # Everything that reads the rows runs before the export, so nothing fails after it.
-        errors = sum(1 for r in rows if r.get("error"))
-        review = sum(1 for r in rows if r.get("needs_review"))
+        errors = sum(1 for r in rows if r.error)
+        review = sum(1 for r in rows if r.needs_review and not r.error)
         warning = unlike_training_warning(rows)
         if out is None:
             sys.stdout.write(render(rows, fmt))

@@ -23,21 +23,32 @@ from PIL import Image
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import find_groups
-from allgui.core.export import COLUMNS, csv_cell, csv_value, flat_row, needs_quotes, parse_rows, render, write_rows
+from allgui.core.export import (
+    COLUMNS,
+    cells,
+    csv_cell,
+    csv_value,
+    fmt_for,
+    needs_quotes,
+    parse_rows,
+    render,
+    row_from_cells,
+    rows_from_cells,
+    write_rows,
+)
 from allgui.core.hashing import HashRecord, perceptual_hash
 from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
 from allgui.core.journal import (
     Journal,
     JournalBusyError,
     JournalMismatchError,
-    Row,
     journal_header,
     journal_path_for,
     model_digest,
     path_key,
     read_journal,
 )
-from allgui.core.models.base import UNLIKE_TRAINING, BatchPredictor
+from allgui.core.models.base import BatchPredictor
 from allgui.core.models.runtime import usable_cores
 from allgui.core.models.store import LoadedModel
 from allgui.core.progress import (
@@ -49,6 +60,7 @@ from allgui.core.progress import (
     check,
     clock_text,
 )
+from allgui.core.result import ResultRow, ReviewCode, ReviewReason, unlike_training_warning
 
 # The duplicate column hashes images at the default SE-CNN's input size, which the fast path has at hand: a tenth
 # of the cost of hashing the full image. On the 2767 real images it finds 85 of the 86 groups a full-size hash finds
@@ -101,33 +113,28 @@ def _decode(
         return _Decoded(path, None, None, None, f"could not be processed ({type(error).__name__}: {error})")
 
 
-def _error_row(path: Path | str, error: str, model_id: str) -> Row:
-    return {"path": str(path), "error": error, "model_id": model_id}
-
-
-def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predictor: BatchPredictor) -> list[Row]:
+def _rows_for(batch: list[_Decoded], loaded: LoadedModel, predictor: BatchPredictor) -> list[ResultRow]:
     good = [d for d in batch if d.image is not None]
     predictions = predictor.predict_prepared([d.image for d in good]) if good else []
     by_path = {id(d): p for d, p in zip(good, predictions, strict=True)}
     rows = []
     for item in batch:
         if item.image is None:
-            rows.append(_error_row(item.path, item.error or "unreadable", loaded.id))
+            rows.append(ResultRow.unreadable(str(item.path), item.error or "unreadable", loaded.id))
             continue
         prediction = by_path[id(item)]
         rows.append(
-            {
-                "path": str(item.path),
-                "predicted": CLASS_NAMES[prediction.predicted],
-                "probabilities": [float(v) for v in prediction.probabilities],
-                "confidence": float(prediction.confidence),
-                "needs_review": bool(prediction.needs_review),
-                "review_reasons": list(prediction.review_reasons),
-                "image_sha256": item.sha256,
-                **({"phash": f"{item.phash:016x}"} if item.phash is not None else {}),
-                "model_id": loaded.id,
-                "error": "",
-            }
+            ResultRow(
+                path=str(item.path),
+                model_id=loaded.id,
+                predicted=CLASS_NAMES[prediction.predicted],
+                probabilities=tuple(float(v) for v in prediction.probabilities),
+                confidence=float(prediction.confidence),
+                needs_review=bool(prediction.needs_review),
+                reasons=tuple(prediction.review_reasons),
+                image_sha256=item.sha256 or "",
+                phash="" if item.phash is None else f"{item.phash:016x}",
+            )
         )
     return rows
 
@@ -171,13 +178,13 @@ def classify_paths(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     log: LogCallback | None = None,
-    on_rows: Callable[[list[Row]], None] | None = None,
+    on_rows: Callable[[list[ResultRow]], None] | None = None,
     group_duplicates: bool = True,
     client: Any | None = None,
     chunk_size: int | None = None,
     worker_engine: str = "auto",
     worker_device: str = "auto",
-) -> list[Row]:
+) -> list[ResultRow]:
     """Classify ``paths`` (files; ``problems`` are scan failures reported as error rows) and return the rows.
 
     With ``journal``, finished rows are appended there as produced; ``resume`` keeps the rows already in it. A
@@ -223,7 +230,7 @@ def classify_paths(
     header = journal_header(loaded)
     owned = not isinstance(journal, Journal)
     book = Journal(journal, header) if owned and journal is not None else journal
-    done: dict[str, Row] = {}
+    done: dict[str, ResultRow] = {}
     if book is not None:
         if owned:
             book.open(resume)
@@ -236,12 +243,12 @@ def classify_paths(
     total = len(keys)
     finished = total - len(todo)
 
-    def take(rows: list[Row]) -> list[Row]:
+    def take(rows: list[ResultRow]) -> list[ResultRow]:
         """Journal and keep the rows of paths not finished yet: a path is never journalled twice."""
         nonlocal finished
-        fresh: dict[str, Row] = {}
+        fresh: dict[str, ResultRow] = {}
         for row in rows:
-            key = path_key(row["path"])
+            key = path_key(row.path)
             if key not in done and key not in fresh:
                 fresh[key] = row
         if fresh:
@@ -310,14 +317,14 @@ def classify_paths(
 
 def _finish(
     keys: list[str],
-    done: dict[str, Row],
+    done: dict[str, ResultRow],
     problems: Sequence[tuple[Path, str]],
     loaded: LoadedModel,
     group_duplicates: bool,
-) -> list[Row]:
+) -> list[ResultRow]:
     """The run's rows in the order of its paths, then the scan's error rows, with the duplicate column."""
     rows = [done[k] for k in keys]
-    rows += [_error_row(path, reason, loaded.id) for path, reason in problems]
+    rows += [ResultRow.unreadable(str(path), reason, loaded.id) for path, reason in problems]
     if group_duplicates:
         _assign_duplicate_groups(rows)
     return rows
@@ -328,7 +335,7 @@ def _classify_on_cluster(
     keys: list[str],
     unique: dict[str, Path],
     loaded: LoadedModel,
-    take: Callable[[list[Row]], list[Row]],
+    take: Callable[[list[ResultRow]], list[ResultRow]],
     *,
     batch_size: int,
     chunk_size: int | None,
@@ -360,7 +367,7 @@ def _classify_on_cluster(
     with contextlib.closing(stream):
         for rows, workers in stream:
             for row in rows:  # the path as this process named it (the workers were sent it absolute)
-                row["path"] = str(unique[path_key(row["path"])])
+                row.path = str(unique[path_key(row.path)])
             take(rows)
             if progress is not None:
                 finished, total = counts()
@@ -379,33 +386,15 @@ def _cluster_message(finished: int, total: int, this_run: int, started: float, w
     return " · ".join(parts)
 
 
-def _assign_duplicate_groups(rows: list[Row]) -> None:
+def _assign_duplicate_groups(rows: list[ResultRow]) -> None:
     """Number groups of identical or near-identical images in this batch (1, 2, ...); others stay blank."""
-    hashed = [i for i, r in enumerate(rows) if r.get("phash") and r.get("image_sha256")]
-    records = [HashRecord(Path(rows[i]["path"]), rows[i]["image_sha256"], int(rows[i]["phash"], 16)) for i in hashed]
+    hashed = [i for i, r in enumerate(rows) if r.phash and r.image_sha256]
+    records = [HashRecord(Path(rows[i].path), rows[i].image_sha256, int(rows[i].phash, 16)) for i in hashed]
     for row in rows:
-        row["duplicate_group"] = ""
+        row.duplicate_group = None
     for number, group in enumerate(find_groups(records), start=1):
         for member in group.members:
-            rows[hashed[member]]["duplicate_group"] = number
-
-
-def unlike_training_warning(rows: Sequence[Row], share: float = 0.25, minimum: int = 20) -> str | None:
-    """A warning when many classified images of a batch are unlike the model's training images.
-
-    On later sessions of the training laboratory about 3% of images are; a session whose lamp, white balance or
-    stain differs puts most of its images there (training/results/stain-drift.json), and then the classes of the
-    rest are unreliable too. None when fewer than ``minimum`` images were classified or the share is lower.
-    """
-    classified = [row for row in rows if not row.get("error") and "review_reasons" in row]
-    unlike = sum(UNLIKE_TRAINING in row["review_reasons"] for row in classified)
-    if not classified or len(classified) < minimum or unlike < share * len(classified):
-        return None
-    return (
-        f"{unlike} of {len(classified)} images ({unlike / len(classified):.0%}) are unlike the model's training "
-        "images: another stain, lamp setting, white balance, scanner or magnification? Treat every class in this "
-        "batch as unreliable; check the microscope settings, or retrain on this laboratory's images."
-    )
+            rows[hashed[member]].duplicate_group = number
 
 
 # Re-exported: the CLI, the GUI and the tests import these from here.
@@ -415,12 +404,15 @@ __all__ = [
     "Journal",
     "JournalBusyError",
     "JournalMismatchError",
-    "Row",
+    "ResultRow",
+    "ReviewCode",
+    "ReviewReason",
     "batch_hash",
     "classify_paths",
     "csv_cell",
     "csv_value",
-    "flat_row",
+    "cells",
+    "fmt_for",
     "journal_header",
     "journal_path_for",
     "model_digest",
@@ -429,6 +421,8 @@ __all__ = [
     "path_key",
     "read_journal",
     "render",
+    "row_from_cells",
+    "rows_from_cells",
     "unlike_training_warning",
     "write_rows",
 ]

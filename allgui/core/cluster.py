@@ -36,12 +36,13 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 
-from allgui.core.journal import Row, model_digest, path_key
+from allgui.core.journal import model_digest, path_key
 from allgui.core.models.base import ReviewPolicy
 from allgui.core.models.manifest import MANIFEST
 from allgui.core.models.runtime import usable_cores
 from allgui.core.models.store import LoadedModel, load_model
 from allgui.core.progress import CancelToken, LogCallback, check
+from allgui.core.result import ResultRow
 
 # Paths per task: big enough that a task's overhead (a few milliseconds) is nothing next to its images, small enough
 # that the last tasks of a run spread over the workers and a lost worker costs little.
@@ -310,7 +311,7 @@ def register_model(
     return plugin.name
 
 
-def classify_chunk(name: str, paths: Sequence[str], batch_size: int) -> list[Row]:
+def classify_chunk(name: str, paths: Sequence[str], batch_size: int) -> list[ResultRow]:
     """The task a worker runs: :func:`classify_paths` with the model its plugin loaded (rows without the duplicate
     column, which the client fills in over the whole run)."""
     from allgui.core.classify import classify_paths
@@ -325,7 +326,7 @@ def classify_chunk(name: str, paths: Sequence[str], batch_size: int) -> list[Row
     with plugin.lock:  # one run at a time in a worker: it uses the process's cores through its own threads
         rows = classify_paths([Path(p) for p in paths], plugin.loaded, batch_size=batch_size)
     for row in rows:
-        row.pop("duplicate_group", None)
+        row.duplicate_group = None
     return rows
 
 
@@ -352,7 +353,7 @@ def stream_rows(
     retries: int = RETRIES,
     cancel: CancelToken | None = None,
     log: LogCallback | None = None,
-) -> Iterator[tuple[list[Row], int]]:
+) -> Iterator[tuple[list[ResultRow], int]]:
     """Classify the files ``keys`` (absolute paths, as :func:`path_key` gives) on the cluster of ``client``.
 
     Yields ``(rows, workers)`` as tasks finish, in order of completion (exactly one row per path over the run), and
@@ -408,7 +409,7 @@ def stream_rows(
         completed.clear()
 
 
-def _rows_of(future: Any, chunk: list[str]) -> list[Row]:
+def _rows_of(future: Any, chunk: list[str]) -> list[ResultRow]:
     try:
         rows = future.result()
     except OSError as error:  # dask's CommClosedError is one
@@ -418,7 +419,9 @@ def _rows_of(future: Any, chunk: list[str]) -> list[Row]:
         raise ClusterError(
             f"the cluster could not classify {chunk[0]}{more} ({type(error).__name__}: {error})"
         ) from None
-    if sorted(path_key(row["path"]) for row in rows) != sorted(chunk):
+    if not all(isinstance(row, ResultRow) for row in rows) or sorted(path_key(row.path) for row in rows) != sorted(
+        chunk
+    ):
         raise ClusterError(f"a worker sent back rows for other images than {chunk[0]} and the rest of its task")
     return rows
 

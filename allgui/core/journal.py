@@ -22,23 +22,8 @@ from typing import Any, TypedDict
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.models.store import LoadedModel
+from allgui.core.result import ResultRow, reason_from_json
 from allgui.core.statefile import StateFileError, StateFileWarning, check_regular, describe_os_error, parse_json
-
-
-class Row(TypedDict, total=False):
-    """One image's result, as journalled and exported; a file that could not be read has path, error and model_id."""
-
-    path: str
-    predicted: str
-    probabilities: list[float]
-    confidence: float
-    needs_review: bool
-    review_reasons: list[str]
-    image_sha256: str
-    phash: str  # 64-bit perceptual hash, 16 hex digits
-    model_id: str
-    error: str
-    duplicate_group: int | str  # 1, 2, ... for the batch's duplicate groups, "" for others (set after the batch)
 
 
 class JournalHeader(TypedDict):
@@ -140,8 +125,8 @@ def journal_row_problem(record: Any, model_id: Any) -> str | None:
     if not isinstance(record.get("needs_review"), bool):
         return "has a needs_review that is not true or false"
     reasons = record.get("review_reasons")
-    if not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
-        return "has review reasons that are not a list of text"
+    if not (isinstance(reasons, list) and all(reason_from_json(r) is not None for r in reasons)):
+        return "has review reasons that are not a list of coded reasons"
     if not (isinstance(record.get("image_sha256"), str) and _HEX_SHA256.fullmatch(record["image_sha256"])):
         return "has no SHA-256"
     if not (isinstance(record.get("phash"), str) and _HEX_HASH.fullmatch(record["phash"])):
@@ -151,7 +136,7 @@ def journal_row_problem(record: Any, model_id: Any) -> str | None:
 
 def read_journal(
     data: bytes, digest: str, source: str | Path = "the journal"
-) -> tuple[dict[str, Any] | None, dict[str, Row] | None, int]:
+) -> tuple[dict[str, Any] | None, dict[str, ResultRow] | None, int]:
     """A journal's header line (None if damaged), its finished rows by path key (first row per file; None when the
     header is not this version's for the model with ``digest``) and the byte length of its complete lines.
 
@@ -160,7 +145,7 @@ def read_journal(
     after the last newline is never complete. A first line that is no JSON object is a foreign header (``{}``).
     """
     header: dict[str, Any] | None = None
-    rows: dict[str, Row] = {}
+    rows: dict[str, ResultRow] = {}
     complete = 0
     for number, raw in enumerate(data.split(b"\n")[:-1]):
         try:
@@ -187,7 +172,9 @@ def read_journal(
                     stacklevel=2,
                 )
                 break
-            rows.setdefault(path_key(record["path"]), record)
+            key = path_key(record["path"])
+            if key not in rows:
+                rows[key] = ResultRow.from_record(record)
         complete += len(raw) + 1
     return header, rows, complete
 
@@ -224,7 +211,7 @@ class Journal:
     def __init__(self, path: Path, header: JournalHeader) -> None:
         self.path = Path(path)
         self.header = header
-        self.rows: dict[str, Row] = {}
+        self.rows: dict[str, ResultRow] = {}
         self._descriptor: int | None = None
 
     def open(self, resume: bool) -> None:
@@ -307,7 +294,7 @@ class Journal:
         if good_end == 0:  # killed before the header was complete
             self._write([self.header])
 
-    def _write(self, records: Sequence[Row | JournalHeader]) -> None:
+    def _write(self, records: Sequence[dict[str, Any] | JournalHeader]) -> None:
         assert self._descriptor is not None
         # ASCII-escaped JSON: a file name that is not valid UTF-8 (a lone surrogate) must not abort the batch.
         data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode("ascii"))
@@ -321,10 +308,10 @@ class Journal:
                 self.path, f"cannot be written ({describe_os_error(error)}); the rows finished before are kept in it"
             ) from None
 
-    def append(self, rows: Sequence[Row]) -> None:
-        self._write(rows)
+    def append(self, rows: Sequence[ResultRow]) -> None:
+        self._write([row.to_record() for row in rows])
         for row in rows:
-            self.rows.setdefault(path_key(row["path"]), row)
+            self.rows.setdefault(path_key(row.path), row)
 
     def remove(self) -> str | None:
         """Delete the journal (its rows are exported) while still holding the lock; the reason if that fails.

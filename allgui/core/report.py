@@ -15,18 +15,19 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from allgui import DISCLAIMER, __version__
-from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
-from allgui.core.export import parse_rows
+from allgui.core.classes import CLASS_NAMES
+from allgui.core.export import parse_rows, rows_from_cells
 from allgui.core.imageio import ImageReadError, read_rgb_and_sha256
 from allgui.core.models.store import ModelLoadError, ModelStore
 from allgui.core.progress import CancelToken, ProgressCallback, check, no_progress
+from allgui.core.result import ResultRow, unlike_training_warning
 from allgui.core.statefile import SMALL_FILE_BYTES, StateFileError, read_state_bytes
 
 MAX_RESULTS_BYTES = 64 << 20  # some 200,000 rows; a bigger file is not one AllGUI wrote
@@ -36,7 +37,6 @@ MAX_ROWS = 500_000  # rows of a few bytes each would otherwise make a small file
 # Images listed per section (the counts stay exact): a file of a million flagged rows must not mean decoding a
 # million images and laying out a PDF of ten thousand pages.
 MAX_LISTED = 2000
-CONFIRMED_COLUMNS = ("reviewed_label", "technician_label")  # the Review tab's export calls it technician_label
 CARD = "MODEL_CARD.md"
 # Control characters and bidirectional overrides: a file name must not break the page or show reversed.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -46,69 +46,7 @@ class ReportInputError(ValueError):
     """A results file that cannot be read as AllGUI results; ``str()`` names the file and the reason."""
 
 
-@dataclass
-class CaseRow:
-    """One image's result as the report uses it: every value checked, None where the file has none."""
-
-    path: str
-    predicted: str | None  # one of CLASS_NAMES, else None (an error, a pending image, an unknown class)
-    probabilities: list[float | None]
-    confidence: float | None
-    needs_review: bool
-    reasons: list[str] | None  # None: the file does not record why
-    duplicate_group: str
-    sha256: str
-    model_id: str
-    error: str
-    confirmed: str | None  # the person's label, one of CLASS_NAMES
-
-    @property
-    def name(self) -> str:
-        return re.split(r"[\\/]", self.path.rstrip("\\/"))[-1] or self.path
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _probability(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if 0.0 <= number <= 1.0 else None  # also drops NaN
-
-
-def _class(value: Any) -> str | None:
-    return value if isinstance(value, str) and value in CLASS_NAMES else None
-
-
-def case_row(row: Mapping[str, Any]) -> CaseRow:
-    """A row of an export (CSV strings, JSON values, the Review tab's rows) as a :class:`CaseRow`."""
-    reasons = row.get("review_reasons")
-    reasons = [_text(r) for r in reasons] if isinstance(reasons, list) else None
-    group = row.get("duplicate_group")
-    error = _text(row.get("error"))
-    return CaseRow(
-        path=_text(row.get("path")),
-        predicted=None if error else _class(row.get("predicted")),
-        probabilities=[_probability(row.get(f"p_{key}")) for key in CLASS_KEYS],
-        confidence=_probability(row.get("confidence")),
-        needs_review=row.get("needs_review") in (True, "true", "True"),
-        reasons=reasons,
-        duplicate_group="" if group in (None, "", False) else _text(group),
-        sha256=_text(row.get("image_sha256")),
-        model_id=_text(row.get("model_id")),
-        error=error,
-        confirmed=next((c for c in map(_class, (row.get(k) for k in CONFIRMED_COLUMNS)) if c), None),
-    )
-
-
-def case_rows(rows: Iterable[Any]) -> list[CaseRow]:
-    return [case_row(row) for row in rows if isinstance(row, Mapping)]
-
-
-def read_results(path: str | Path) -> list[CaseRow]:
+def read_results(path: str | Path) -> list[ResultRow]:
     """The rows of a CSV or JSON export of ``allgui classify``, the Batch or the Review tab (bounded in size)."""
     try:
         data = read_state_bytes(path, MAX_RESULTS_BYTES)
@@ -130,7 +68,7 @@ def read_results(path: str | Path) -> list[CaseRow]:
         raise ReportInputError(f"{path}: not a readable CSV file ({error})") from None
     if not isinstance(rows, list):
         raise ReportInputError(f"{path}: its rows are not a list")
-    return case_rows(rows)
+    return rows_from_cells(rows)
 
 
 # ---- the model ---------------------------------------------------------------------------------------------------
@@ -252,7 +190,7 @@ def _pairs(pairs: Iterable[tuple[str, str]]) -> str:
     return _table(None, ([f"<b>{_e(k)}</b>", v] for k, v in pairs))
 
 
-def default_case_name(rows: Sequence[CaseRow], fallback: str = "") -> str:
+def default_case_name(rows: Sequence[ResultRow], fallback: str = "") -> str:
     """The name of the folder holding every image (class sub-folders included), else ``fallback``."""
     try:
         folder = os.path.commonpath([os.path.dirname(r.path) for r in rows if r.path])
@@ -265,11 +203,11 @@ def _unlisted(count: int) -> str:
     return f"<p><i>The first {MAX_LISTED:,} of {count:,} are listed.</i></p>" if count > MAX_LISTED else ""
 
 
-def _reason(row: CaseRow) -> str:
-    return "; ".join(row.reasons or []) or "needs review"
+def _reason(row: ResultRow) -> str:
+    return "; ".join(reason.text for reason in row.reasons or ()) or "needs review"
 
 
-def _model_section(rows: Sequence[CaseRow], store: ModelStore) -> str:
+def _model_section(rows: Sequence[ResultRow], store: ModelStore) -> str:
     ids = Counter(r.model_id for r in rows if r.model_id)
     if not ids:
         return "<p>The results file names no model.</p>"
@@ -291,9 +229,9 @@ def _model_section(rows: Sequence[CaseRow], store: ModelStore) -> str:
     return "".join(parts)
 
 
-def _counts_section(rows: Sequence[CaseRow]) -> str:
+def _counts_section(rows: Sequence[ResultRow]) -> str:
     predicted = Counter(r.predicted for r in rows if r.predicted)
-    confirmed = Counter(r.confirmed for r in rows if r.confirmed)
+    confirmed = Counter(r.reviewed_label for r in rows if r.reviewed_label)
     any_confirmed = bool(confirmed)
     lines = [[_e(name), str(predicted[name]), str(confirmed[name]) if any_confirmed else "—"] for name in CLASS_NAMES]
     table = _table(["class", "predicted", "confirmed by a person"], lines)
@@ -301,20 +239,20 @@ def _counts_section(rows: Sequence[CaseRow]) -> str:
     return table + note
 
 
-def _disagreements(rows: Sequence[CaseRow]) -> str:
-    checked = [r for r in rows if r.confirmed and r.predicted]
-    differ = [r for r in checked if r.confirmed != r.predicted]
+def _disagreements(rows: Sequence[ResultRow]) -> str:
+    checked = [r for r in rows if r.reviewed_label and r.predicted]
+    differ = [r for r in checked if r.reviewed_label != r.predicted]
     if not checked:
         return "<p>None to show: no image has both a predicted and a confirmed class.</p>"
     if not differ:
         return f"<p>None: the person confirmed the model's class for all {len(checked)} labelled images.</p>"
-    lines = ([_e(r.name), _e(r.predicted), _e(r.confirmed)] for r in differ[:MAX_LISTED])
-    table = _table(["image", "AI", "person"], lines)
+    lines = ([_e(r.name), _e(r.predicted), _e(r.reviewed_label), _e(r.reviewed_by or "—")] for r in differ[:MAX_LISTED])
+    table = _table(["image", "AI", "person", "reviewed by"], lines)
     return f"<p>{len(differ)} of {len(checked)} labelled images.</p>{table}{_unlisted(len(differ))}"
 
 
 def _review_section(
-    rows: Sequence[CaseRow], images_root: Path | None, progress: ProgressCallback, cancel: CancelToken | None
+    rows: Sequence[ResultRow], images_root: Path | None, progress: ProgressCallback, cancel: CancelToken | None
 ) -> str:
     flagged = [r for r in rows if r.predicted and r.needs_review]
     if not flagged:
@@ -324,10 +262,10 @@ def _review_section(
     for number, row in enumerate(listed):
         check(cancel)
         progress(number, len(listed), f"report: thumbnail {number + 1} of {len(listed)}")
-        uri, note = thumbnail(locate_image(row.path, images_root), row.sha256)
+        uri, note = thumbnail(locate_image(row.path, images_root), row.image_sha256)
         picture = f'<img class="thumb" src="{uri}" width="{THUMBNAIL_SHOWN}" alt="">' if uri else ""
         picture += f'<br><span class="small">{_e(note)}</span>' if note else ""
-        shown = [(n, p) for n, p in zip(CLASS_NAMES, row.probabilities, strict=True) if p is not None]
+        shown = list(zip(CLASS_NAMES, row.probabilities, strict=True)) if row.probabilities else []
         chances = "<br>".join(_e(f"{n} {p:.3f}").replace(" ", "&nbsp;") for n, p in shown) or "not recorded"
         confidence = f"<br>confidence {row.confidence:.3f}" if row.confidence is not None else ""
         name = f'<b>{_e(row.name)}</b><br><span class="small">{_e(row.path)}</span>'
@@ -340,30 +278,27 @@ def _review_section(
     return note + _table(header, lines, (15, 25, 16, 22, 22)) + _unlisted(len(flagged))
 
 
-def _duplicates_section(rows: Sequence[CaseRow]) -> str:
-    groups: dict[str, list[str]] = {}
+def _duplicates_section(rows: Sequence[ResultRow]) -> str:
+    groups: dict[int, list[str]] = {}
     for row in rows:
-        if row.duplicate_group:
+        if row.duplicate_group is not None:
             groups.setdefault(row.duplicate_group, []).append(row.name)
     if not groups:
         return "<p>No duplicate or near-duplicate images.</p>"
-    order = sorted(groups, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g))[:MAX_LISTED]
-    table = _table(["group", "images"], ([_e(g), ", ".join(map(_e, groups[g][:MAX_LISTED]))] for g in order))
+    order = sorted(groups)[:MAX_LISTED]
+    table = _table(["group", "images"], ([str(g), ", ".join(map(_e, groups[g][:MAX_LISTED]))] for g in order))
     return table + _unlisted(len(groups))
 
 
-def _drift_warning(rows: Sequence[CaseRow]) -> str:
-    """classify's unlike-training warning when the file records the reasons; a note when it does not."""
-    from allgui.core.classify import unlike_training_warning  # classify loads the inference stack: only here
-
+def _drift_warning(rows: Sequence[ResultRow]) -> str:
+    """The batch's unlike-training warning when the file records the reasons; a note when it does not."""
     classified = [r for r in rows if r.predicted]
     if classified and all(r.reasons is None for r in classified):
         return (
             "<p><i>The results file does not record review reasons, so whether these images are unlike the "
             "model's training images is not shown.</i></p>"
         )
-    recorded = [{"review_reasons": r.reasons, "error": ""} for r in classified if r.reasons is not None]
-    warning = unlike_training_warning(recorded)
+    warning = unlike_training_warning(classified)
     return f'<p class="warning">Warning: {_e(warning)}</p>' if warning else ""
 
 
@@ -380,7 +315,7 @@ td, th { border: 1px solid #999999; padding: 4px; vertical-align: top; font-size
 
 
 def build_html(
-    rows: Sequence[CaseRow],
+    rows: Sequence[ResultRow],
     *,
     case: str,
     reviewer: str = "",

@@ -6,9 +6,7 @@ corrected images can be exported as a labelled folder (one sub-folder per class)
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import shutil
 from collections.abc import Sequence
@@ -18,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from allgui import DISCLAIMER, __version__
-from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
+from allgui.core.classes import CLASS_NAMES
 from allgui.core.duplicates import DuplicateGroup
+from allgui.core.export import fmt_for, write_rows
 from allgui.core.hashing import HashRecord
+from allgui.core.result import ResultRow, ReviewCode, ReviewReason, reason_from_json, reasons_to_json
 from allgui.core.statefile import read_state_json, write_text_atomic
 
 FORMAT = "allgui-review"
-VERSION = 1
+VERSION = 2  # 2: coded review reasons, reviewed_by
 # A review of a hundred thousand images is some 30 MB; a bigger file is not one AllGUI wrote.
 MAX_REVIEW_BYTES = 256 << 20
 
@@ -36,13 +36,14 @@ class ReviewItem:
     predicted: int | None = None
     confidence: float | None = None
     needs_review: bool = False
-    review_reasons: list[str] = field(default_factory=list)
+    review_reasons: list[ReviewReason] = field(default_factory=list)
     error: str | None = None
     sha256: str | None = None
     phash: int | None = None
     duplicate_group: int | None = None  # number of the group of two or more; None for a unique image
     label: int | None = None  # the technician's class: equal to ``predicted`` when confirmed, else a correction
     reviewed_at: str | None = None
+    reviewed_by: str = ""  # the reviewer named in Preferences when the label was given
 
     @property
     def status(self) -> str:
@@ -57,33 +58,60 @@ class ReviewItem:
             "predicted": self.predicted,
             "confidence": self.confidence,
             "needs_review": self.needs_review,
-            "review_reasons": self.review_reasons,
+            "review_reasons": reasons_to_json(self.review_reasons),
             "error": self.error,
             "sha256": self.sha256,
             "phash": None if self.phash is None else f"{self.phash:016x}",
             "duplicate_group": self.duplicate_group,
             "label": None if self.label is None else CLASS_NAMES[self.label],
             "reviewed_at": self.reviewed_at,
+            "reviewed_by": self.reviewed_by,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReviewItem:
         label = data.get("label")
         phash = data.get("phash")
+        reasons = (reason_from_json(r) for r in data.get("review_reasons") or [])
+        by = data.get("reviewed_by")
         return cls(
             path=Path(data["path"]),
             probabilities=data.get("probabilities"),
             predicted=data.get("predicted"),
             confidence=data.get("confidence"),
             needs_review=bool(data.get("needs_review", False)),
-            review_reasons=list(data.get("review_reasons") or []),
+            review_reasons=[r for r in reasons if r is not None]
+            or ([ReviewReason(ReviewCode.UNREADABLE, data["error"])] if isinstance(data.get("error"), str) else []),
             error=data.get("error"),
             sha256=data.get("sha256"),
             phash=int(phash, 16) if isinstance(phash, str) and phash else None,
             duplicate_group=data.get("duplicate_group"),
             label=CLASS_NAMES.index(label) if label in CLASS_NAMES else None,
             reviewed_at=data.get("reviewed_at"),
+            reviewed_by=by if isinstance(by, str) else "",
         )
+
+    def result(self, model_id: str) -> ResultRow:
+        """This image's :class:`ResultRow`, with the person's label where there is one (duplicate groups counted
+        from 1, as ``allgui classify`` numbers them)."""
+        row = ResultRow(
+            path=str(self.path),
+            model_id=model_id,
+            needs_review=self.needs_review,
+            reasons=tuple(self.review_reasons),
+            image_sha256=self.sha256 or "",
+            phash="" if self.phash is None else f"{self.phash:016x}",
+            duplicate_group=None if self.duplicate_group is None else self.duplicate_group + 1,
+            error=self.error or "",
+        )
+        if self.predicted is not None and self.probabilities is not None and not self.error:
+            row.predicted = CLASS_NAMES[self.predicted]
+            row.probabilities = tuple(self.probabilities)
+            row.confidence = self.confidence
+        if self.label is not None:
+            row.reviewed_label = CLASS_NAMES[self.label]
+            row.reviewed_by, row.reviewed_at = self.reviewed_by, self.reviewed_at or ""
+        return row
 
 
 class ReviewSession:
@@ -94,6 +122,7 @@ class ReviewSession:
         self.folder = None if folder is None else Path(folder)
         self.model_id: str | None = None
         self.duplicate_threshold: int | None = None
+        self.reviewer = ""  # who gives the labels (Preferences), recorded with each
         self._index = {item.path: i for i, item in enumerate(self.items)}
 
     def __len__(self) -> int:
@@ -104,7 +133,7 @@ class ReviewSession:
 
     # ---- results arriving from the workers ---------------------------------------------------------------------
     def set_prediction(
-        self, index: int, probabilities: Sequence[float], needs_review: bool, reasons: Sequence[str] = ()
+        self, index: int, probabilities: Sequence[float], needs_review: bool, reasons: Sequence[ReviewReason] = ()
     ) -> None:
         item = self.items[index]
         item.probabilities = [float(p) for p in probabilities]
@@ -119,15 +148,16 @@ class ReviewSession:
         item.error = error
         item.probabilities = item.predicted = item.confidence = None
         item.needs_review = True
+        item.review_reasons = [ReviewReason(ReviewCode.UNREADABLE, error)]
 
     def set_duplicates(self, records: Sequence[HashRecord], groups: Sequence[DuplicateGroup]) -> None:
         """Hashes and groups from :func:`allgui.core.hashing.hash_images` run over this session's paths in order."""
-        for item, record in zip(self.items, records, strict=True):
+        for index, (item, record) in enumerate(zip(self.items, records, strict=True)):
             item.sha256 = record.sha256
             item.phash = record.hash
             item.duplicate_group = None
             if record.error and item.error is None:
-                item.error = record.error
+                self.set_error(index, record.error)
         for number, group in enumerate(groups):
             for member in group.members:
                 self.items[member].duplicate_group = number
@@ -158,6 +188,7 @@ class ReviewSession:
         item = self.items[index]
         item.label = label
         item.reviewed_at = None if label is None else datetime.now(UTC).isoformat(timespec="seconds")
+        item.reviewed_by = "" if label is None else self.reviewer
 
     def restore_labels(self, other: ReviewSession) -> int:
         """Take the technician's labels from an earlier session of the same images; returns how many were restored.
@@ -172,7 +203,7 @@ class ReviewSession:
             item = self.items[index]
             if old.sha256 and item.sha256 and old.sha256 != item.sha256:
                 continue
-            item.label, item.reviewed_at = old.label, old.reviewed_at
+            item.label, item.reviewed_at, item.reviewed_by = old.label, old.reviewed_at, old.reviewed_by
             restored += 1
         return restored
 
@@ -226,42 +257,14 @@ class ReviewSession:
         session.duplicate_threshold = data.get("duplicate_threshold")
         return session
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat row per image, the columns of ``allgui classify`` plus the technician's label."""
-        rows = []
-        for item in self.items:
-            probabilities = item.probabilities or [None] * len(CLASS_KEYS)
-            rows.append(
-                {
-                    "path": str(item.path),
-                    "predicted": "" if item.predicted is None else CLASS_NAMES[item.predicted],
-                    **{f"p_{key}": p for key, p in zip(CLASS_KEYS, probabilities, strict=True)},
-                    "confidence": item.confidence,
-                    "needs_review": item.needs_review,
-                    "duplicate_group": item.duplicate_group,
-                    "image_sha256": item.sha256 or "",
-                    "model_id": self.model_id or "",
-                    "error": item.error or "",
-                    "technician_label": "" if item.label is None else CLASS_NAMES[item.label],
-                    "review_status": item.status,
-                }
-            )
-        return rows
+    def rows(self) -> list[ResultRow]:
+        """One :class:`ResultRow` per image, in display order, with the person's labels."""
+        return [item.result(self.model_id or "") for item in self.items]
 
     def export(self, path: str | Path) -> Path:
-        """The rows as CSV (``.csv``) or JSON (anything else), with the disclaimer in the file."""
+        """The rows as ``allgui classify`` writes them, JSON for ``.json`` and CSV otherwise."""
         path = Path(path)
-        rows = self.rows()
-        if path.suffix.lower() == ".csv":
-            buffer = io.StringIO()
-            buffer.write(f"# {DISCLAIMER}\n")
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["path"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            write_text_atomic(path, buffer.getvalue())
-        else:
-            document = {"disclaimer": DISCLAIMER, "model_id": self.model_id, "rows": rows}
-            write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        write_rows(self.rows(), path, fmt_for(path))
         return path
 
     def export_labelled(self, target: str | Path) -> dict[str, int]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from PySide6.QtWidgets import QLabel
 
-from allgui.core import classify
+from allgui.core.result import ResultRow, unlike_training_warning
 
 
 class DriftWarning(QLabel):
-    """Hidden until :func:`classify.unlike_training_warning` has something to say about the rows shown (another
+    """Hidden until :func:`unlike_training_warning` has something to say about the rows shown (another
     stain, lamp or white-balance setting makes every class unreliable)."""
 
     def __init__(self) -> None:
@@ -20,7 +19,7 @@ class DriftWarning(QLabel):
         self.setStyleSheet("color: #b45309;")
         self.hide()
 
-    def update_from(self, rows: Sequence[dict[str, Any]]) -> None:
-        warning = classify.unlike_training_warning(rows)
+    def update_from(self, rows: Sequence[ResultRow]) -> None:
+        warning = unlike_training_warning(rows)
         self.setText(f"⚠ {warning}" if warning else "")
         self.setVisible(warning is not None)

@@ -23,7 +23,6 @@ from PySide6.QtGui import QPixmap, QStandardItem, QStandardItemModel
 
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.review_session import ReviewItem, ReviewSession
-from allgui.ui.review_table import short_reason
 from allgui.ui.review_tasks import ThumbnailQueue, thumbnail_task
 from allgui.ui.workers import TaskRunner
 
@@ -72,7 +71,7 @@ def badge_text(item: ReviewItem) -> str:
     if not item.needs_review or not item.review_reasons:
         return "review" if item.needs_review else ""
     more = len(item.review_reasons) - 1
-    return short_reason(item.review_reasons[0]) + (f" +{more}" if more else "")
+    return item.review_reasons[0].short + (f" +{more}" if more else "")
 
 
 def _order(item: ReviewItem, row: int) -> tuple[bool, float, int]:
@@ -285,7 +284,7 @@ def item_lines(item: ReviewItem) -> list[str]:
         lines.append(f"AI: {CLASS_NAMES[item.predicted]}, confidence {item.confidence:.2f}")
     if item.error:
         lines.append(item.error)
-    lines += [f"⚑ needs review: {reason}" for reason in item.review_reasons]
+    lines += [f"⚑ needs review: {reason.text}" for reason in item.review_reasons if not item.error]
     if item.label is not None:
         lines.append(f"Your label: {CLASS_NAMES[item.label]} ({item.status})")
     return lines

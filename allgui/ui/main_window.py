@@ -395,23 +395,13 @@ class MainWindow(QMainWindow):
         return written
 
     def _report_rows(self, tab: Any) -> tuple[list[Any], str, str]:
-        """The tab's rows as the report reads them (with the review reasons that exports leave out), the folder's
-        name and where the rows come from."""
-        from allgui.core import classify, report
+        """The tab's rows, the folder's name and where the rows come from."""
+        from allgui.core import report
 
         if tab is self.batch:
-            rows = [
-                {**classify.flat_row(r, False), "review_reasons": r.get("review_reasons")} for r in tab.table_model.rows
-            ]
-            folder = tab.table_model.root
+            cases, folder = list(tab.table_model.rows), tab.table_model.root
         else:
-            session = tab.session
-            rows = [
-                {**row, "review_reasons": item.review_reasons}
-                for row, item in zip(session.rows(), session.items, strict=True)
-            ]
-            folder = session.folder
-        cases = report.case_rows(rows)
+            cases, folder = tab.session.rows(), tab.session.folder
         source = f"the {'Batch' if tab is self.batch else 'Review'} tab" + (f" ({folder})" if folder else "")
         return cases, Path(folder).name if folder else report.default_case_name(cases, "case"), source
 

@@ -16,7 +16,8 @@ from PySide6.QtGui import QFont, QImage, QPageLayout, QPageSize, QPdfWriter, QTe
 
 from allgui import DISCLAIMER, __version__
 from allgui.core.models.store import ModelStore
-from allgui.core.report import CaseRow, build_html
+from allgui.core.report import build_html
+from allgui.core.result import ResultRow
 from allgui.core.statefile import write_bytes_atomic, write_text_atomic
 from allgui.ui.workers import Task
 
@@ -61,7 +62,7 @@ def write_report(path: Path, page: str) -> Path:
 
 
 def report_task(
-    task: Task, rows: Sequence[CaseRow], path: Path, case: str, reviewer: str, store: ModelStore, source: str
+    task: Task, rows: Sequence[ResultRow], path: Path, case: str, reviewer: str, store: ModelStore, source: str
 ) -> Path:
     """For the TaskRunner: build the report (reading thumbnails reports progress and may be cancelled), write it."""
     options = {"case": case, "reviewer": reviewer, "store": store, "source": source}

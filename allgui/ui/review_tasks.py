@@ -14,7 +14,7 @@ from PIL import Image
 from PySide6.QtGui import QImage
 
 from allgui.core.attention import ClassAverage, class_average
-from allgui.core.classify import Row, classify_paths, path_key
+from allgui.core.classify import ResultRow, classify_paths, path_key
 from allgui.core.duplicates import DuplicateGroup, find_groups
 from allgui.core.hashing import HashRecord, hash_images
 from allgui.core.imageio import ImageReadError, read_rgb
@@ -63,9 +63,9 @@ def predict_task(task: Task, loaded: LoadedModel, paths: Sequence[Path]) -> int:
     for index, path in enumerate(paths):
         indices.setdefault(path_key(path), []).append(index)  # classify_paths gives one row per file
 
-    def partial(rows: list[Row]) -> None:
+    def partial(rows: list[ResultRow]) -> None:
         for row in rows:
-            for index in indices.get(path_key(row["path"]), []):
+            for index in indices.get(path_key(row.path), []):
                 task.partial((index, row))
 
     # The tab's own hash pass (hash_task) has grouped the duplicates already: not hashed a second time here.

@@ -19,9 +19,7 @@ from PIL import Image
 from allgui.core.classes import BENIGN, CLASS_NAMES
 from allgui.core.imageio import read_rgb
 from allgui.core.progress import CancelToken, LogCallback, ProgressCallback
-
-# The review reason of an image whose OOD score is above the threshold (batch summaries count it).
-UNLIKE_TRAINING = "image is unlike the training images"
+from allgui.core.result import ReviewCode, ReviewReason
 
 
 @dataclass
@@ -75,7 +73,7 @@ class Prediction:
     predicted: int
     confidence: float
     needs_review: bool
-    review_reasons: list[str] = field(default_factory=list)
+    review_reasons: list[ReviewReason] = field(default_factory=list)
     ood_score: float | None = None
 
     @property
@@ -182,15 +180,16 @@ class Classifier(ABC):
         predicted = int(np.argmax(probabilities))
         confidence = float(probabilities[predicted])
         review = self.review
-        reasons = []
+        reasons: list[ReviewReason] = []
         if review.low_confidence(probabilities):
             shown, limit = _distinct(confidence, review.min_confidence)
-            reasons.append(f"confidence {shown} below {limit}")
+            reasons.append(ReviewReason(ReviewCode.LOW_CONFIDENCE, f"confidence {shown} below {limit}"))
         if review.benign_alerts(probabilities):
             shown, alert = _percent(float(probabilities[BENIGN])), _percent(review.benign_alert)
-            reasons.append(f"Benign (hematogones) not ruled out: probability {shown}, alert level {alert}")
+            text = f"Benign (hematogones) not ruled out: probability {shown}, alert level {alert}"
+            reasons.append(ReviewReason(ReviewCode.BENIGN_ALERT, text))
         if review.unlike_training(ood_score):
-            reasons.append(UNLIKE_TRAINING)
+            reasons.append(ReviewReason.of(ReviewCode.UNLIKE_TRAINING))
         return Prediction(probabilities, predicted, confidence, bool(reasons), reasons, ood_score)
 
     def attention(self, image: Image.Image) -> Attention | None:
