@@ -18,6 +18,7 @@ from allgui.core.statefile import StateFileError, read_state_json, warn_ignored,
 SETTINGS_FILE = "settings.json"
 VERSION = 2
 MAX_RECENT = 10
+REVIEW_VIEWS = ("list", "gallery")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Settings:
     splitter_state: str = ""
     current_tab: int = 0
     reviewer: str = ""  # the name a case report is signed with (Preferences)
+    review_view: str = "list"  # the Review tab's view: REVIEW_VIEWS
 
     def add_recent(self, folder: str | Path) -> None:
         text = str(folder)
@@ -55,6 +57,8 @@ class Settings:
                 ok = value is None or (isinstance(value, int | float) and 0.0 <= value <= 1.0)
             elif item.name == "engine":
                 ok = value in ENGINE_CHOICES
+            elif item.name == "review_view":
+                ok = value in REVIEW_VIEWS
             elif isinstance(default, int):
                 ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64
             elif isinstance(default, list):

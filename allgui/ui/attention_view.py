@@ -12,7 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from allgui.core.attention import block_differences
 from allgui.core.models.base import Attention
@@ -79,12 +79,10 @@ class AttentionPanel(QWidget):
         self.channels_box.toggled.connect(self._show_mode)
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
-        header = QHBoxLayout()
-        header.addWidget(self.title, 1)
-        header.addWidget(self.channels_box)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(header)
+        layout.addWidget(self.title)  # the box on its own line: the panel stays narrow enough at 1280x720
+        layout.addWidget(self.channels_box)
         layout.addWidget(self.caption)
         layout.addWidget(self.stack, 1)
         self.layout_key: list[tuple[str, int]] = []

@@ -26,10 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from allgui.core import classify
-from allgui.core.classes import CLASS_NAMES
+from allgui.core.classes import CLASS_KEYS, CLASS_NAMES
 from allgui.core.models.store import LoadedModel
 from allgui.core.paths import batch_journals_dir
 from allgui.core.progress import Phase, ProgressModel, ProgressState, clock_text
+from allgui.core.result import ResultRow
 from allgui.core.scan import scan_images
 from allgui.core.settings import Settings
 from allgui.core.statefile import StateFileError, describe_os_error, read_state_bytes
@@ -51,7 +52,7 @@ def journal_for(folder: Path, loaded: LoadedModel) -> Path:
     return batch_journals_dir() / f"{key[:24]}.jsonl"
 
 
-def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
+def journal_rows(journal: Path, loaded: LoadedModel) -> list[ResultRow]:
     """The finished rows an interrupted batch left in ``journal`` (read as classify's resume reads them: complete
     lines up to the first damaged one, the first row per file); none when it is missing or for another model."""
     try:
@@ -64,7 +65,7 @@ def journal_rows(journal: Path, loaded: LoadedModel) -> list[dict[str, Any]]:
     return list((rows or {}).values())
 
 
-def batch_task(task: Task, loaded: LoadedModel, folder: Path, journal: Path | None = None) -> list[dict[str, Any]]:
+def batch_task(task: Task, loaded: LoadedModel, folder: Path, journal: Path | None = None) -> list[ResultRow]:
     """Scan ``folder`` recursively and classify every image; rows stream to the table as they are produced.
 
     With ``journal``, rows are journalled as they are produced and a journal left by an interrupted run of the
@@ -91,64 +92,96 @@ def _relative(path: str, root: Path) -> str:
         return path
 
 
-class RowsModel(QAbstractTableModel):
-    """Rows with the columns of ``allgui classify``; appended to while a batch runs."""
+# The table's columns: (header, the export's column it shows, width at 1280x720). Class, confidence and reason
+# come first so that they show at that size; the header's tooltip names the exported column.
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("Image", "path", 250),
+    ("Predicted", "predicted", 100),
+    ("Confidence", "confidence", 80),
+    ("Reason", "review_reasons", 150),
+    ("Duplicate", "duplicate_group", 70),
+    ("Error", "error", 160),
+    *((f"P({name})", f"p_{key}", 90) for name, key in zip(CLASS_NAMES, CLASS_KEYS, strict=True)),
+    ("Image SHA-256", "image_sha256", 120),
+    ("Model", "model_id", 120),
+)
 
-    def __init__(self, columns: list[str], parent=None) -> None:
+
+def _cell(row: ResultRow, column: str, root: Path | None) -> str:
+    if column == "path":
+        return row.path if root is None else _relative(row.path, root)  # the folder is in the box above
+    if column == "review_reasons":
+        return "⚑ " + ", ".join(r.short for r in row.reasons or ()) if row.needs_review and not row.error else ""
+    if column == "predicted":
+        return row.predicted or ""
+    if column == "confidence":
+        return "" if row.confidence is None else f"{row.confidence:.3f}"
+    if column.startswith("p_"):
+        probabilities = row.probabilities
+        return "" if probabilities is None else f"{probabilities[CLASS_KEYS.index(column[2:])]:.3f}"
+    if column == "duplicate_group":
+        return "" if row.duplicate_group is None else f"dup {row.duplicate_group}"
+    return str(getattr(row, column) or "")
+
+
+class RowsModel(QAbstractTableModel):
+    """The rows of a batch under readable headers (:data:`TABLE_COLUMNS`); appended to while a batch runs."""
+
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.columns = columns
-        self.rows: list[dict[str, Any]] = []  # as classify returns them (what the export writes)
-        self.flat: list[dict[str, Any]] = []  # the exported columns, for display
+        self.rows: list[ResultRow] = []  # as classify returns them (what the export writes)
         self.root: Path | None = None
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
+        return 0 if parent.isValid() else len(TABLE_COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.columns[section]
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        header, column, _ = TABLE_COLUMNS[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return header
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{column} in the exported CSV and JSON"
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        row = self.flat[index.row()]
-        value = row.get(self.columns[index.column()])
+        row = self.rows[index.row()]
+        column = TABLE_COLUMNS[index.column()][1]
         if role == Qt.ItemDataRole.DisplayRole:
-            if self.columns[index.column()] == "path" and self.root is not None:
-                return _relative(str(value), self.root)  # the folder is in the box above; full path in the tooltip
-            if isinstance(value, float):
-                return f"{value:.3f}"
-            if isinstance(value, bool):
-                return "yes" if value else ""
-            return "" if value is None else str(value)
-        if role == Qt.ItemDataRole.BackgroundRole and row.get("error"):
+            return _cell(row, column, self.root)
+        if role == Qt.ItemDataRole.BackgroundRole and row.error:
             return QBrush(QColor("#fde2e1"))
-        if role == Qt.ItemDataRole.ToolTipRole and self.columns[index.column()] in ("path", "error"):
-            return str(value or "")
+        if role == Qt.ItemDataRole.ForegroundRole and column == "predicted" and row.needs_review:
+            return QBrush(QColor("#777777"))  # a call to check is not shown as confidently as the others
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column in ("path", "error"):
+                return getattr(row, column)
+            if column == "review_reasons" and row.reasons:
+                return "; ".join(r.text for r in row.reasons)
         return None
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: list[ResultRow]) -> None:
         if not rows:
             return
         first = len(self.rows)
         self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
         self.rows.extend(rows)
-        self.flat.extend(classify.flat_row(r, for_csv=False) for r in rows)
         self.endInsertRows()
 
-    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+    def set_rows(self, rows: list[ResultRow]) -> None:
         self.beginResetModel()
         self.rows = list(rows)
-        self.flat = [classify.flat_row(r, for_csv=False) for r in rows]
         self.endResetModel()
 
     def clear(self) -> None:
         self.beginResetModel()
-        self.rows, self.flat = [], []
+        self.rows = []
         self.endResetModel()
 
 
@@ -194,7 +227,7 @@ class BatchTab(QWidget):
         status.addWidget(self.progress, 1)
         status.addWidget(self.rate_label)
 
-        self.table_model = RowsModel(list(classify.COLUMNS), self)
+        self.table_model = RowsModel(self)
         self.table = QTableView()
         self.table.setModel(self.table_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -204,7 +237,8 @@ class BatchTab(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setColumnWidth(0, 360)
+        for number, (_, _, width) in enumerate(TABLE_COLUMNS):
+            self.table.setColumnWidth(number, width)
         self.summary = ClassBarChart("Images per predicted class", "images", fixed_unit_range=False)
         self.summary_label = QLabel("")
         self.drift_label = DriftWarning()
@@ -316,7 +350,7 @@ class BatchTab(QWidget):
     def cancel(self) -> None:
         self.runner.cancel("batch")  # calls _cancelled and _finished at once
 
-    def _rows(self, rows: list[dict[str, Any]]) -> None:
+    def _rows(self, rows: list[ResultRow]) -> None:
         self.table_model.append(rows)
         now = time.monotonic()
         if now - self.summary_at >= SUMMARY_INTERVAL:  # a chart repaint per batch of rows would stall the loop
@@ -343,16 +377,16 @@ class BatchTab(QWidget):
         counts = [0] * len(CLASS_NAMES)
         errors = flagged = 0
         for row in self.table_model.rows:
-            if row.get("error"):
+            if row.error:
                 errors += 1
-            elif row.get("predicted") in CLASS_NAMES:
-                counts[CLASS_NAMES.index(row["predicted"])] += 1
-                flagged += bool(row.get("needs_review"))
+            elif row.predicted in CLASS_NAMES:
+                counts[CLASS_NAMES.index(row.predicted)] += 1
+                flagged += row.needs_review
         self.summary.set_values(counts, "{:.0f}")
         self.summary_label.setText(f"{len(self.table_model.rows)} rows · {flagged} need review · {errors} unreadable")
         self.drift_label.update_from(self.table_model.rows)
 
-    def _done(self, rows: list[dict[str, Any]]) -> None:
+    def _done(self, rows: list[ResultRow]) -> None:
         self.table_model.set_rows(rows)  # now with duplicate groups and the folders that could not be read
         self._update_summary()
         elapsed = max(time.monotonic() - self.started_at, 1e-6)
@@ -434,7 +468,7 @@ class BatchTab(QWidget):
     def export(self, path: Path) -> Path:
         path = Path(path)
         rows = self.table_model.rows
-        classify.write_rows(rows, path, "json" if path.suffix.lower() == ".json" else "csv")
+        classify.write_rows(rows, path, classify.fmt_for(path))
         return path
 
     def _export_dialog(self, suffix: str) -> None:

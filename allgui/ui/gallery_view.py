@@ -56,6 +56,14 @@ CLASS_KEYS = {Qt.Key.Key_1: 0, Qt.Key.Key_2: 1, Qt.Key.Key_3: 2, Qt.Key.Key_4: 3
 CLEAR_KEYS = (Qt.Key.Key_Backspace, Qt.Key.Key_Delete)
 CONFIRM_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 OWN_KEYS = (*CLASS_KEYS, *CLEAR_KEYS, *CONFIRM_KEYS, Qt.Key.Key_Space)
+# What the keys above do, for Help → Keyboard shortcuts (the view reads them in keyPressEvent, not as QShortcuts).
+KEY_HELP = (
+    ("1 – 4", "Move the selected thumbnails to Benign, Early Pre-B, Pre-B or Pro-B (Review tab, gallery)"),
+    ("Return", "Confirm the class shown for the selected thumbnails (Review tab, gallery)"),
+    ("Backspace, Del", "Clear the labels of the selected thumbnails (Review tab, gallery)"),
+    ("Space", "Show the current thumbnail large, with its probabilities (Review tab, gallery)"),
+    ("Arrows, Shift+arrows, Ctrl+click", "Move, extend the selection, add to it (Review tab, gallery)"),
+)
 
 
 class GalleryDelegate(QStyledItemDelegate):

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayo
 from allgui import DISCLAIMER
 from allgui.core.models.summary import summary_rows
 from allgui.resources import user_guide_path
+from allgui.ui.gallery_view import KEY_HELP, GalleryView
 
 CARD_FILE = "MODEL_CARD.md"
 
@@ -80,6 +81,8 @@ def shortcut_rows(window: QWidget) -> list[tuple[str, str]]:
         keys = shortcut.key().toString(QKeySequence.SequenceFormat.NativeText)
         if keys and shortcut.whatsThis():  # the review tab describes its own; an undescribed one is internal
             rows.append((keys, shortcut.whatsThis()))
+    if window.findChildren(GalleryView):  # its keys are read by the view itself
+        rows += KEY_HELP
     return list(dict.fromkeys(rows))  # Return and Enter both confirm: one row each, no repeats
 
 

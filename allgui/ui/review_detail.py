@@ -60,7 +60,13 @@ class DuplicatesBox(QGroupBox):
         self.group_button = QPushButton("List only this group")
         self.group_button.setCheckable(True)
         self.group_button.setToolTip("Filter the list to this image's duplicate group")
+        # Beside the title, not in it: a group box is at least as wide as its title.
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #b45309;")
+        self.warning.setVisible(False)
         box_layout = QVBoxLayout(self)
+        box_layout.addWidget(self.warning)
         box_layout.addWidget(self.group_button)
         box_layout.addWidget(scroll)
         self.setVisible(False)
@@ -78,11 +84,11 @@ class DuplicatesBox(QGroupBox):
                 self.group_button.setChecked(False)
             return
         group = session.items[row].duplicate_group
-        title = f"Near-duplicate group {group + 1}: {len(others) + 1} images that look the same"
+        self.setTitle(f"Near-duplicate group {group + 1}: {len(others) + 1} images that look the same")
         labels = conflicts.get(group)
-        if labels:
-            title += " — ⚠ your labels differ: " + ", ".join(CLASS_NAMES[label] for label in labels)
-        self.setTitle(title)
+        names = ", ".join(CLASS_NAMES[label] for label in labels or ())
+        self.warning.setText(f"⚠ Your labels of these images differ: {names}" if labels else "")
+        self.warning.setVisible(bool(labels))
         for other, distance in [(row, 0), *others]:
             self.strip_layout.addWidget(self._thumbnail(session, other, distance, row))
         self.strip_layout.addStretch(1)
@@ -117,16 +123,18 @@ class LabelBox(QGroupBox):
         super().__init__("Technician's label", parent)
         grid = QGridLayout(self)
         self.status = QLabel("Select an image.")
+        self.status.setWordWrap(True)  # a long status must not widen the tab past a 1280 px screen
         self.confirm_button = QPushButton("Confirm prediction (Enter)")
         self.confirm_button.clicked.connect(self.confirmed.emit)
-        grid.addWidget(self.status, 0, 0, 1, 3)
-        grid.addWidget(self.confirm_button, 0, 3, 1, 2)
+        # Three rows of at most four buttons: the box stays narrow enough for the list's columns at 1280x720.
+        grid.addWidget(self.status, 0, 0, 1, 4)
+        grid.addWidget(self.confirm_button, 1, 0, 1, 3)
         self.class_buttons = []
         for index, name in enumerate(CLASS_NAMES):
             button = QPushButton(f"{name} ({index + 1})")
             button.setToolTip(f"Set the label to {name}")
             button.clicked.connect(lambda _=False, i=index: self.labelled.emit(i))
-            grid.addWidget(button, 1, index)
+            grid.addWidget(button, 2, index)
             self.class_buttons.append(button)
             shortcut = QShortcut(QKeySequence(str(index + 1)), shortcut_owner)
             shortcut.setWhatsThis(f"Label the selected image {name} (Review tab)")  # Help → Keyboard shortcuts
@@ -134,7 +142,7 @@ class LabelBox(QGroupBox):
             shortcut.activated.connect(lambda i=index: self.labelled.emit(i))
         clear = QPushButton("Clear")
         clear.clicked.connect(lambda: self.labelled.emit(None))
-        grid.addWidget(clear, 1, 4)
+        grid.addWidget(clear, 1, 3)
         for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             shortcut = QShortcut(QKeySequence(key), shortcut_owner)
             shortcut.setWhatsThis("Confirm the prediction of the selected image (Review tab)")

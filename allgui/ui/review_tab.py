@@ -37,6 +37,7 @@ from allgui.core.imageio import ImageReadError, read_rgb
 from allgui.core.label_conflicts import conflicting_groups
 from allgui.core.models.base import Attention
 from allgui.core.paths import user_data_dir
+from allgui.core.result import ResultRow
 from allgui.core.review_session import ReviewSession, autosave_path
 from allgui.core.scan import ScanResult
 from allgui.core.settings import Settings
@@ -48,7 +49,7 @@ from allgui.ui.image_view import ImagePanel
 from allgui.ui.model_controller import ModelController
 from allgui.ui.review_attention import AttentionController
 from allgui.ui.review_detail import DuplicatesBox, LabelBox
-from allgui.ui.review_table import ReviewFilter, ReviewTableModel
+from allgui.ui.review_table import WIDTHS, ReviewFilter, ReviewTableModel
 from allgui.ui.review_tasks import AVERAGES_MESSAGE, hash_task, predict_task, scan_task
 from allgui.ui.workers import TaskRunner
 
@@ -108,8 +109,10 @@ class ReviewTab(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         # Fixed widths: fitting columns to their contents re-reads every row on each update (seconds at 3000 rows).
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate((195, 85, 72, 72, 85, 140, 200)):
+        for column, width in enumerate(WIDTHS):
             self.table.setColumnWidth(column, width)
+        self.table.setWordWrap(False)  # else a name is cut at a hyphen, and the capture number is lost
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.selectionModel().currentRowChanged.connect(self._current_changed)
 
@@ -134,6 +137,9 @@ class ReviewTab(QWidget):
         left_layout.addWidget(self.table, 1)
         left_layout.addWidget(self.count_label)
         left_layout.addWidget(self.drift_label)
+        # Wide enough for the image, class, confidence, reason and label columns (at 1280x720 and up).
+        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        left.setMinimumWidth(sum(WIDTHS[:5]) + scrollbar + 2 * self.table.frameWidth())
 
         self.image_panel = ImagePanel()
         self.duplicates_box = DuplicatesBox()
@@ -163,7 +169,7 @@ class ReviewTab(QWidget):
         self.splitter.addWidget(left)
         self.splitter.addWidget(middle)
         self.splitter.addWidget(right)
-        self.splitter.setSizes([470, 520, 430])
+        self.splitter.setSizes([560, 420, 330])
 
         self.gallery = GalleryPage(self.runner)
         self.gallery.labels_chosen.connect(self.set_labels)
@@ -174,6 +180,7 @@ class ReviewTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(self._mode_switch())
         layout.addWidget(self.pages, 1)
+        self.set_view_mode(self.settings.review_view)
 
     def _mode_switch(self) -> QHBoxLayout:
         """List | Gallery: one image at a time with its details, or every image as a thumbnail under its class."""
@@ -204,6 +211,7 @@ class ReviewTab(QWidget):
     def set_view_mode(self, mode: str) -> None:
         """Show the list (``"list"``) or the gallery (``"gallery"``), on the same current image."""
         gallery = mode == "gallery"
+        self.settings.review_view = "gallery" if gallery else "list"  # the next start opens the same view
         self.mode_buttons.button(int(gallery)).setChecked(True)
         if gallery == (self.view_mode == "gallery"):
             return
@@ -371,13 +379,13 @@ class ReviewTab(QWidget):
             on_cancelled=self._predictions_cancelled,
         )
 
-    def _predicted(self, results: list[tuple[int, dict[str, Any]]]) -> None:
+    def _predicted(self, results: list[tuple[int, ResultRow]]) -> None:
         rows = []
         for index, row in results:
-            if row["error"]:
-                self.session.set_error(index, row["error"])
+            if row.error or row.probabilities is None:
+                self.session.set_error(index, row.error or "not classified")
             else:
-                self.session.set_prediction(index, row["probabilities"], row["needs_review"], row["review_reasons"])
+                self.session.set_prediction(index, row.probabilities, row.needs_review, row.reasons or ())
             rows.append(index)
         self.table_model.rows_changed(rows)
         self.gallery.refresh()
@@ -432,7 +440,7 @@ class ReviewTab(QWidget):
         if item.predicted is not None:
             caption += f" — {CLASS_NAMES[item.predicted]}, confidence {item.confidence:.2f}"
             if item.needs_review:
-                caption += " — needs review: " + "; ".join(item.review_reasons)
+                caption += " — needs review: " + "; ".join(reason.text for reason in item.review_reasons)
         elif item.error:
             caption += f" — {item.error}"
         self.image_panel.set_image(array, caption)
@@ -461,6 +469,7 @@ class ReviewTab(QWidget):
         """Record the technician's labels (session row -> class, None clears) from the list or the gallery."""
         if not labels:
             return
+        self.session.reviewer = self.settings.reviewer  # as Preferences names them now
         for row, label in labels.items():
             self.session.set_label(row, label)
         self.table_model.rows_changed(list(labels))
@@ -529,9 +538,7 @@ class ReviewTab(QWidget):
             if total
             else "No images"
         )
-        self.drift_label.update_from(
-            [{"review_reasons": i.review_reasons} for i in self.session.items if i.predicted is not None]
-        )
+        self.drift_label.update_from(self.session.rows())
 
     # ---- export -------------------------------------------------------------------------------------------------
     def has_results(self) -> bool:

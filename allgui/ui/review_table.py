@@ -8,22 +8,12 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from allgui.core.classes import CLASS_NAMES
-from allgui.core.models.base import UNLIKE_TRAINING
 from allgui.core.review_session import ReviewItem, ReviewSession
 from allgui.ui.charts import CLASS_COLORS
 
-COLUMNS = ("Image", "Predicted", "Confidence", "Reason", "Duplicate", "Label", "Error")
-
-
-def short_reason(reason: str) -> str:
-    """A few words for the Reason column and the thumbnail badge; the whole reason is in the tooltips."""
-    if reason.startswith("confidence"):
-        return "low confidence"
-    if reason.startswith("Benign"):
-        return "Benign?"
-    if reason == UNLIKE_TRAINING:
-        return "unusual image"
-    return reason if len(reason) <= 16 else reason[:15] + "…"
+COLUMNS = ("Image", "Predicted", "Confidence", "Reason", "Label", "Duplicate", "Error")
+# Widths that show the image, class, confidence, reason and label in the list's share of a 1280x720 window.
+WIDTHS = (140, 82, 78, 120, 96, 70, 200)
 
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -76,11 +66,19 @@ class ReviewTableModel(QAbstractTableModel):
             return self._sort_value(item, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == "Reason" and item.review_reasons:
-                return "; ".join(item.review_reasons)
+                return "; ".join(reason.text for reason in item.review_reasons)
             if column in ("Image", "Error"):
                 return item.error or str(item.path)
             if column == "Duplicate" and item.duplicate_group is not None:
                 return self._duplicate_tip(item.duplicate_group)
+            if column == "Label" and item.label is not None:
+                by = f" by {item.reviewed_by}" if item.reviewed_by else ""
+                ai = (
+                    f" (AI: {CLASS_NAMES[item.predicted]})"
+                    if item.status == "corrected" and item.predicted is not None
+                    else ""
+                )
+                return f"{CLASS_NAMES[item.label]}: {item.status}{by}{ai}"
         if role == Qt.ItemDataRole.ForegroundRole and column == "Predicted" and item.predicted is not None:
             # A call that needs review is not shown in the confident class colour.
             return QBrush(QColor("#777777" if item.needs_review else QColor(CLASS_COLORS[item.predicted]).darker(140)))
@@ -115,11 +113,13 @@ class ReviewTableModel(QAbstractTableModel):
         if column == "Confidence":
             return "" if item.confidence is None else f"{item.confidence:.2f}"
         if column == "Reason":  # why a person must look, in a few words (the whole reasons in the tooltip)
-            return "⚑ " + ", ".join(map(short_reason, item.review_reasons)) if item.needs_review else ""
+            return "⚑ " + ", ".join(reason.short for reason in item.review_reasons) if item.needs_review else ""
         if column == "Duplicate":
             return "" if item.duplicate_group is None else f"dup {item.duplicate_group + 1}"
-        if column == "Label":
-            return "" if item.label is None else f"{CLASS_NAMES[item.label]} ({item.status})"
+        if column == "Label":  # as the gallery marks it: ✓ confirmed, ✎ corrected (the words in the tooltip)
+            return (
+                "" if item.label is None else f"{'✓' if item.status == 'confirmed' else '✎'} {CLASS_NAMES[item.label]}"
+            )
         return item.error or ""
 
     @staticmethod

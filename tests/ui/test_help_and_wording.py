@@ -92,6 +92,9 @@ def test_help_menu_user_guide_model_card_and_shortcuts(qtbot, store) -> None:
     assert "Retraining wizard" in listed and "Ctrl+R" in listed
     for name in CLASS_NAMES:
         assert f"Label the selected image {name}" in listed
+    # And the gallery's keys, which its view reads itself.
+    assert "Move the selected thumbnails to Benign, Early Pre-B, Pre-B or Pro-B" in listed
+    assert "Show the current thumbnail large" in listed and "Clear the labels of the selected thumbnails" in listed
     close_window(qtbot, window)
 
 

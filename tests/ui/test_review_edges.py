@@ -12,8 +12,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from allgui.core.label_conflicts import conflicting_groups
+from allgui.ui.review_table import COLUMNS
 
 from .helpers import close_window, open_window
+
+DUPLICATE = COLUMNS.index("Duplicate")
 
 
 def _open(qtbot, window, folder: Path) -> None:
@@ -145,7 +148,7 @@ def test_near_duplicates_are_worded_as_looking_the_same(qtbot, store, resaved_fo
     near = next(t for t in thumbnails if t.toolTip().startswith(str(resaved_folder[2])))
     assert near.text().endswith("near-duplicate (looks the same)")
     assert "pHash distance" in near.toolTip()
-    assert "pHash" in review.table_model.index(second, 4).data(Qt.ItemDataRole.ToolTipRole)
+    assert "pHash" in review.table_model.index(second, DUPLICATE).data(Qt.ItemDataRole.ToolTipRole)
     close_window(qtbot, window)
 
 
@@ -158,20 +161,20 @@ def test_different_labels_in_one_duplicate_group_are_marked(qtbot, store, resave
     review.label_current(0)
     review.select_row(second)
     review.label_current(0)
-    assert "labels differ" not in review.table_model.index(second, 4).data()
+    assert "labels differ" not in review.table_model.index(second, DUPLICATE).data()
     review.label_current(3)
-    cell = review.table_model.index(second, 4)
+    cell = review.table_model.index(second, DUPLICATE)
     assert "labels differ" in cell.data()
-    assert "labels differ" in review.table_model.index(first, 4).data()
+    assert "labels differ" in review.table_model.index(first, DUPLICATE).data()
     assert cell.data(Qt.ItemDataRole.BackgroundRole) is not None
     assert "Benign, Pro-B" in cell.data(Qt.ItemDataRole.ToolTipRole)
     assert "different labels" in window.status_label.text() and f"group {group + 1}" in window.status_label.text()
     assert "with different labels" in review.count_label.text()
-    assert "labels differ" in review.duplicates_box.title()
+    assert "labels of these images differ" in review.duplicates_box.warning.text()
 
     # Agreeing again takes the mark away.
     review.label_current(0)
-    assert "labels differ" not in review.table_model.index(second, 4).data()
-    assert review.table_model.index(second, 4).data(Qt.ItemDataRole.BackgroundRole) is None
+    assert "labels differ" not in review.table_model.index(second, DUPLICATE).data()
+    assert review.table_model.index(second, DUPLICATE).data(Qt.ItemDataRole.BackgroundRole) is None
     assert "different labels" not in review.count_label.text()
     close_window(qtbot, window)
