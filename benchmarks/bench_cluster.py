@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from allgui.core.classify import _assign_duplicate_groups, journal_path_for, render
+from allgui.core.result import ResultRow
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "secnn-default"
@@ -135,22 +136,21 @@ def row_costs(count: int) -> dict[str, float]:
     """Bytes the client keeps per finished row, and the seconds of grouping and rendering ``count`` rows."""
     generator = random.Random(1)
 
-    def row(index: int) -> dict:
+    def row(index: int) -> ResultRow:
         probabilities = [generator.random() for _ in range(4)]
         total = sum(probabilities)
         probabilities = [p / total for p in probabilities]
-        return {
-            "path": f"/archive/smears/2026/{index // 1000:05d}/{index:08d}-WBC-Benign-{index % 997:03d}.jpg",
-            "predicted": "Benign",
-            "probabilities": probabilities,
-            "confidence": max(probabilities),
-            "needs_review": False,
-            "review_reasons": [],
-            "image_sha256": f"{generator.getrandbits(256):064x}",
-            "phash": f"{generator.getrandbits(64):016x}",
-            "model_id": MODEL,
-            "error": "",
-        }
+        return ResultRow(
+            path=f"/archive/smears/2026/{index // 1000:05d}/{index:08d}-WBC-Benign-{index % 997:03d}.jpg",
+            model_id=MODEL,
+            predicted="Benign",
+            probabilities=tuple(probabilities),
+            confidence=max(probabilities),
+            needs_review=False,
+            reasons=(),
+            image_sha256=f"{generator.getrandbits(256):064x}",
+            phash=f"{generator.getrandbits(64):016x}",
+        )
 
     gc.collect()
     tracemalloc.start()

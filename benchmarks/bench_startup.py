@@ -37,7 +37,7 @@ image, model = sys.argv[1], sys.argv[2]
 loaded = load_model(model)
 rows = classify_paths([Path(image)], loaded)
 found = {"classify_paths": {"engine": loaded.classifier.engine_name, "torch": "torch" in sys.modules,
-         "onnxruntime": "onnxruntime" in sys.modules, "predicted": rows[0].get("predicted")}}
+         "onnxruntime": "onnxruntime" in sys.modules, "predicted": rows[0].predicted}}
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     code = main(["classify", image, "--model", model, "--device", "cpu", "--engine", "onnx"])
 found["cli --engine onnx"] = {"exit": code, "torch": "torch" in sys.modules}

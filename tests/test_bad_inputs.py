@@ -247,6 +247,8 @@ def test_classify_cli(
     corpus: tuple[Path, list[CorpusFile]], model_folders: dict[str, Path], tmp_path: Path, kind: str, fmt: str
 ) -> None:
     from allgui.core.classes import CLASS_NAMES
+    from allgui.core.export import row_from_cells
+    from allgui.core.result import ReviewCode
 
     root, entries = corpus
     out = tmp_path / f"results.{fmt}"
@@ -266,6 +268,7 @@ def test_classify_cli(
         row = by_path[str(entry.path)]
         assert row["predicted"] == "" and row["p_benign"] == "" and row["confidence"] == "", entry.kind
         assert any(word in row["error"].lower() for word in entry.reason_words), (entry.kind, row["error"])
+        assert row_from_cells(row).codes == (ReviewCode.UNREADABLE,), (entry.kind, row["review_reasons"])
 
 
 def test_huge_file_is_refused_without_reading_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

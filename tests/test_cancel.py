@@ -264,10 +264,10 @@ def test_cancel_classification_keeps_finished_rows_for_resume(
     monkeypatch.setattr(loaded.classifier, "predict", lambda batch: predicted.append(len(batch)) or real_predict(batch))
     resumed = classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)
     assert sum(predicted) == len(paths) - 40  # finished images are not classified again
-    assert [r["path"] for r in resumed] == [r["path"] for r in reference]
+    assert [r.path for r in resumed] == [r.path for r in reference]
     for row, expected in zip(resumed, reference, strict=True):
-        assert row["predicted"] == expected["predicted"]
-        np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=1e-12)
+        assert row.predicted == expected.predicted
+        np.testing.assert_allclose(row.probabilities, expected.probabilities, atol=1e-12)
 
 
 @pytest.mark.parametrize("damage", ["cut_line", "nul_tail", "garbage_line", "cut_header", "empty"])
@@ -302,9 +302,9 @@ def test_resume_after_a_damaged_journal(
     monkeypatch.setattr(loaded.classifier, "predict", lambda batch: predicted.append(len(batch)) or real_predict(batch))
     resumed = classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)
     assert sum(predicted) == len(paths) - kept
-    assert [r["path"] for r in resumed] == [r["path"] for r in reference]
+    assert [r.path for r in resumed] == [r.path for r in reference]
     for row, expected in zip(resumed, reference, strict=True):
-        np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=1e-12)
+        np.testing.assert_allclose(row.probabilities, expected.probabilities, atol=1e-12)
     # The repaired journal is valid JSON lines again: a second resume redoes nothing.
     predicted.clear()
     classify_paths(paths, loaded, batch_size=8, journal=journal, resume=True)

@@ -164,12 +164,15 @@ def test_color_baseline_is_not_offered_and_registry_imports_no_torch() -> None:
 def test_review_reason_tells_confidence_and_threshold_apart() -> None:
     from allgui.core.models.base import ReviewPolicy
     from allgui.core.models.classical import ColorBaselineClassifier
+    from allgui.core.result import ReviewCode, ReviewReason
 
     model = ColorBaselineClassifier()
     model.review = ReviewPolicy(min_confidence=0.99)
     flagged = model._review(np.array([0.9851, 0.0149, 0.0, 0.0]), None)
-    assert flagged.needs_review and flagged.review_reasons == ["confidence 0.985 below 0.990"]
-    assert model._review(np.array([0.5, 0.5, 0.0, 0.0]), None).review_reasons == ["confidence 0.50 below 0.99"]
+    low = ReviewCode.LOW_CONFIDENCE
+    assert flagged.needs_review and flagged.review_reasons == [ReviewReason(low, "confidence 0.985 below 0.990")]
+    half = model._review(np.array([0.5, 0.5, 0.0, 0.0]), None).review_reasons
+    assert half == [ReviewReason(low, "confidence 0.50 below 0.99")]
     assert not model._review(np.array([0.995, 0.005, 0.0, 0.0]), None).needs_review
 
 
@@ -177,6 +180,7 @@ def test_benign_alert_flags_confident_malignant_calls_that_keep_some_benign_prob
     from allgui.core.models.base import ReviewPolicy
     from allgui.core.models.calibration import benign_alert_threshold
     from allgui.core.models.classical import ColorBaselineClassifier
+    from allgui.core.result import ReviewCode, ReviewReason
 
     # Validation: 100 malignant calls with Benign probabilities 1e-6 ... 1e-2 and one Benign call, ignored.
     benign = np.geomspace(1e-6, 1e-2, 100)
@@ -190,11 +194,14 @@ def test_benign_alert_flags_confident_malignant_calls_that_keep_some_benign_prob
     rows = np.array([[0.0095, 0.9905, 0, 0], [0.0005, 0.9995, 0, 0], [0.95, 0.05, 0, 0], [0.05, 0.0, 0.0, 0.95]])
     predictions = [model._review(row, None) for row in rows]
     assert [p.needs_review for p in predictions] == [True, False, False, True]
-    assert predictions[0].review_reasons == ["Benign (hematogones) not ruled out: probability 0.95%, alert level 0.83%"]
+    alert = "Benign (hematogones) not ruled out: probability 0.95%, alert level 0.83%"
+    assert predictions[0].review_reasons == [ReviewReason(ReviewCode.BENIGN_ALERT, alert)]
     np.testing.assert_array_equal(model.review.flags(rows, None), [p.needs_review for p in predictions])
     model.review.benign_alert = 6.8e-07  # a very confident network's level: shown without an exponent
     assert model._review(rows[1], None).review_reasons == [
-        "Benign (hematogones) not ruled out: probability 0.05%, alert level 0.000068%"
+        ReviewReason(
+            ReviewCode.BENIGN_ALERT, "Benign (hematogones) not ruled out: probability 0.05%, alert level 0.000068%"
+        )
     ]
     assert ReviewPolicy.from_dict(model.review.to_dict()) == model.review
     assert ReviewPolicy.from_dict({"min_confidence": 0.9}).benign_alert is None  # manifests written before it

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,10 +22,30 @@ from allgui.core.classify import COLUMNS, journal_path_for
 from allgui.core.dataset import LabelledDataset
 from allgui.core.models.classical import SVMClassifier
 from allgui.core.models.store import save_model
+from allgui.core.result import ReviewCode
 from tests.imagefactory import bad_files
 from tests.realsubset import Subset, spread_indices
 
 REPO = Path(__file__).resolve().parent.parent
+# README's columns in its order (scripts read them by position), then those added since, always after them.
+EXPECTED_COLUMNS = [
+    "path",
+    "predicted",
+    "p_benign",
+    "p_early_pre_b",
+    "p_pre_b",
+    "p_pro_b",
+    "confidence",
+    "needs_review",
+    "duplicate_group",
+    "image_sha256",
+    "model_id",
+    "error",
+    "review_reasons",
+    "reviewed_label",
+    "reviewed_by",
+    "reviewed_at",
+]
 
 
 def run_cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -71,12 +92,14 @@ def test_csv_has_the_exact_columns_and_bad_files_carry_on(
     result = run_cli("classify", folder, "--model", model_folder, "--out", out, "--batch-size", "3")
     assert result.returncode == 0, result.stderr
     header, rows = read_csv(out)
-    assert header == list(COLUMNS)
+    assert header == list(COLUMNS) == EXPECTED_COLUMNS
     assert len(rows) == len(good) + 1 + len(bad)
     by_name = {Path(r["path"]).name: r for r in rows}
+    filled = ("path", "error", "review_reasons")
     for path in bad.values():
         row = by_name[path.name]
-        assert row["error"] and all(row[c] == "" for c in COLUMNS if c not in ("path", "error")), row
+        assert row["error"] and row["review_reasons"] == ReviewCode.UNREADABLE, row
+        assert all(row[c] == "" for c in COLUMNS if c not in filled), row
     for path in [*good, Path("same-bytes-again.jpg")]:
         row = by_name[path.name]
         assert row["error"] == "" and row["predicted"] in CLASS_NAMES and row["model_id"] == "test-svm"
@@ -84,6 +107,10 @@ def test_csv_has_the_exact_columns_and_bad_files_carry_on(
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
         assert float(row["confidence"]) == pytest.approx(max(probabilities), abs=1e-6)
         assert row["needs_review"] in ("true", "false")
+        codes = row["review_reasons"].split(";") if row["review_reasons"] else []
+        assert all(code in ReviewCode._value2member_map_ for code in codes), row
+        assert (row["needs_review"] == "true") == bool(codes), row  # flagged exactly when there is a reason
+        assert row["reviewed_label"] == row["reviewed_by"] == row["reviewed_at"] == ""  # no person has looked
         assert row["image_sha256"] == hashlib.sha256((folder / path.name).read_bytes()).hexdigest()
     copies = {by_name[good[0].name]["duplicate_group"], by_name["same-bytes-again.jpg"]["duplicate_group"]}
     assert len(copies) == 1 and copies != {""}
@@ -102,6 +129,13 @@ def test_json_output_has_the_same_columns(model_folder: Path, real_paths: list[P
     assert [list(r) for r in rows] == [list(COLUMNS)] * 4
     assert [isinstance(r["needs_review"], bool) for r in rows[:3]] == [True] * 3
     assert rows[3]["error"] and rows[3]["predicted"] is None
+    assert rows[3]["review_reasons"] == [{"code": "unreadable", "text": rows[3]["error"]}]
+    for row in rows[:3]:  # JSON keeps each reason's code and its words
+        assert all(
+            set(r) == {"code", "text"} and r["code"] in ReviewCode._value2member_map_ and r["text"]
+            for r in row["review_reasons"]
+        )
+        assert row["needs_review"] == bool(row["review_reasons"])
 
 
 def test_resume_needs_an_output_file(model_folder: Path, real_paths: list[Path]) -> None:
@@ -174,8 +208,9 @@ def test_rows_without_duplicate_grouping_are_the_same_rows_less_the_hash(
     paths = real_paths[::30]
     grouped = classify_paths(paths, loaded, batch_size=4)
     plain = classify_paths(paths, loaded, batch_size=4, group_duplicates=False)
-    assert all("phash" in row and "duplicate_group" in row for row in grouped)
-    assert [{k: v for k, v in row.items() if k not in ("phash", "duplicate_group")} for row in grouped] == plain
+    assert all(len(row.phash) == 16 for row in grouped)
+    assert all(row.phash == "" and row.duplicate_group is None for row in plain)
+    assert [dataclasses.replace(row, phash="", duplicate_group=None) for row in grouped] == plain
     with pytest.raises(ValueError, match="perceptual hash"):  # a journal row needs its hash to resume
         classify_paths(paths, loaded, journal=tmp_path / "j.jsonl", group_duplicates=False)
     assert not (tmp_path / "j.jsonl").exists()

@@ -8,6 +8,7 @@ One cluster of two workers runs in its own process for the module (``scheduler``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -219,16 +220,16 @@ def test_each_worker_loads_the_model_once_and_the_api_gives_the_same_rows(
     for state in states.values():  # local:N's environment reached the workers
         assert state["decode_workers"] == 1 and state["environment"]["ALLGUI_INFERENCE_THREADS"] == "1"
     for rows in twice:
-        assert [row["path"] for row in rows] == [row["path"] for row in here]
+        assert [row.path for row in rows] == [row.path for row in here]
         for got, want in zip(rows, here, strict=True):
-            assert got.keys() == want.keys()
-            assert got.get("predicted") == want.get("predicted") and got["error"] == want["error"]
-            assert got.get("review_reasons") == want.get("review_reasons")
-            assert got["duplicate_group"] == want["duplicate_group"]
-            assert got.get("probabilities", [0] * 4) == pytest.approx(want.get("probabilities", [0] * 4), abs=1e-5)
+            assert bool(got.phash) == bool(want.phash) and (got.probabilities is None) == (want.probabilities is None)
+            assert got.predicted == want.predicted and got.error == want.error
+            assert got.reasons == want.reasons
+            assert got.duplicate_group == want.duplicate_group
+            assert (got.probabilities or [0] * 4) == pytest.approx(want.probabilities or [0] * 4, abs=1e-5)
     assert shown[-1].startswith(f"{len(paths)} of {len(paths)}") and shown[-1].endswith("· 2 workers"), shown[-1]
     missing = twice[0][-1]  # a file gone by the time a worker reads it: an error row, not a failed run
-    assert missing["path"] == str(paths[-1]) and missing["error"] and "probabilities" not in missing
+    assert missing.path == str(paths[-1]) and missing.error and missing.probabilities is None
 
 
 def test_a_row_sent_back_twice_is_journalled_once(
@@ -236,22 +237,21 @@ def test_a_row_sent_back_twice_is_journalled_once(
 ) -> None:
     """Whatever the cluster sends (a task's rows again after a retry), a path is journalled and exported once."""
     paths = sorted(sixty.rglob("*.jpg"))[:10]
-    here = {row["path"]: row for row in classify_paths(paths, loaded)}
-    sent = [{**row, "path": os.path.abspath(row["path"])} for row in here.values()]
-    for row in sent:
-        del row["duplicate_group"]
+    here = {row.path: row for row in classify_paths(paths, loaded)}
+    # As classify_chunk sends them: absolute paths, no duplicate column.
+    sent = [dataclasses.replace(row, path=os.path.abspath(row.path), duplicate_group=None) for row in here.values()]
 
     def twice(client: object, keys: list[str], loaded: LoadedModel, **options: object) -> Iterator:
         assert keys == [os.path.abspath(path) for path in paths]  # absolute paths go out
-        yield [dict(row) for row in sent[:6]], 2
-        yield [dict(row) for row in sent[3:]], 2  # rows 3-5 again
+        yield [dataclasses.replace(row) for row in sent[:6]], 2
+        yield [dataclasses.replace(row) for row in sent[3:]], 2  # rows 3-5 again
 
     monkeypatch.setattr(cluster, "stream_rows", twice)
     journal = tmp_path / "run.journal.jsonl"
     rows = classify_paths(paths, loaded, client=object(), journal=journal)
     assert journal_keys(journal) == [os.path.abspath(path) for path in paths]  # each once
-    assert [row["path"] for row in rows] == [str(path) for path in paths]
-    assert all(row["predicted"] == here[row["path"]]["predicted"] for row in rows)
+    assert [row.path for row in rows] == [str(path) for path in paths]
+    assert all(row.predicted == here[row.path].predicted for row in rows)
 
 
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(scheduler: str, eight_hundred: Path, tmp_path: Path) -> None:

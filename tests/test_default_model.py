@@ -148,4 +148,4 @@ def test_a_batch_from_a_differently_lit_session_is_called_unreliable(
     assert unlike_training_warning(originals) is None
     assert unlike_training_warning(same) is None
     warning = unlike_training_warning(relit)
-    assert warning is not None and "unreliable" in warning, [r["review_reasons"] for r in relit]
+    assert warning is not None and "unreliable" in warning, [r.codes for r in relit]

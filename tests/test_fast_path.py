@@ -133,13 +133,13 @@ def test_classify_rows_are_the_same_in_both_engines(
         rows[engine] = classify.classify_paths(files, loaded, batch_size=7)
         assert loaded.classifier.engine_name == name
     onnx_rows, torch_rows = rows["onnx"], rows["torch"]
-    assert [r["path"] for r in onnx_rows] == [r["path"] for r in torch_rows]
-    assert [r["error"] for r in onnx_rows] == [r["error"] for r in torch_rows] and onnx_rows[-1]["error"]
+    assert [r.path for r in onnx_rows] == [r.path for r in torch_rows]
+    assert [r.error for r in onnx_rows] == [r.error for r in torch_rows] and onnx_rows[-1].error
     for onnx_row, torch_row in zip(onnx_rows[:-1], torch_rows[:-1], strict=True):
-        for key in ("predicted", "needs_review", "review_reasons", "duplicate_group", "phash"):
-            assert onnx_row[key] == torch_row[key], key
-        np.testing.assert_allclose(onnx_row["probabilities"], torch_row["probabilities"], atol=1e-5)
-    np.testing.assert_allclose([r["probabilities"] for r in onnx_rows[:-1]], before, atol=1e-5)
+        for key in ("predicted", "needs_review", "reasons", "duplicate_group", "phash"):
+            assert getattr(onnx_row, key) == getattr(torch_row, key), key
+        np.testing.assert_allclose(onnx_row.probabilities, torch_row.probabilities, atol=1e-5)
+    np.testing.assert_allclose([r.probabilities for r in onnx_rows[:-1]], before, atol=1e-5)
 
 
 def test_precision_follows_the_environment_and_rejects_unknown_names(
@@ -209,4 +209,4 @@ def test_a_jpeg_draft_model_sees_files_decoded_as_in_its_training(
     for engine in ("onnx", "torch"):
         drafted.set_engine(engine)
         rows = classify.classify_paths([*files, png], loaded)
-        np.testing.assert_allclose([r["probabilities"] for r in rows], wanted, atol=1e-5)
+        np.testing.assert_allclose([r.probabilities for r in rows], wanted, atol=1e-5)

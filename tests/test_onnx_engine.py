@@ -38,7 +38,7 @@ from tests.hidden_torch import HIDE_TORCH
 
 SECNN = shipped_models_dir() / "secnn-default"
 HASH_SVM = shipped_models_dir() / "cnn-hash-svm-taleqani"
-ROW_FIELDS = ("path", "error", "predicted", "needs_review", "review_reasons", "duplicate_group", "phash")
+ROW_FIELDS = ("path", "error", "predicted", "needs_review", "reasons", "duplicate_group", "phash")
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +71,15 @@ def test_secnn_rows_are_the_same_in_onnx_runtime_and_torch(paths: list[Path], tm
         rows[engine] = classify_paths([*paths, again], loaded)
         assert loaded.classifier.engine_name == name
     onnx_rows, torch_rows = rows["onnx"], rows["torch"]
-    assert not any(row["error"] for row in onnx_rows)
+    assert not any(row.error for row in onnx_rows)
     for field in ROW_FIELDS:
-        assert [row[field] for row in onnx_rows] == [row[field] for row in torch_rows], field
-    difference = np.abs(np.array([r["probabilities"] for r in onnx_rows]) - [r["probabilities"] for r in torch_rows])
+        assert [getattr(row, field) for row in onnx_rows] == [getattr(row, field) for row in torch_rows], field
+    difference = np.abs(np.array([r.probabilities for r in onnx_rows]) - [r.probabilities for r in torch_rows])
     assert difference.max() < 1e-4
     # The comparison covers both answers of each kind: several classes, flagged and unflagged images.
-    assert len({row["predicted"] for row in onnx_rows}) == 4
-    assert 0 < sum(row["needs_review"] for row in onnx_rows) < len(onnx_rows)
-    assert onnx_rows[0]["duplicate_group"] and onnx_rows[0]["duplicate_group"] == onnx_rows[-1]["duplicate_group"]
+    assert len({row.predicted for row in onnx_rows}) == 4
+    assert 0 < sum(row.needs_review for row in onnx_rows) < len(onnx_rows)
+    assert onnx_rows[0].duplicate_group is not None and onnx_rows[0].duplicate_group == onnx_rows[-1].duplicate_group
 
 
 def test_secnn_scores_and_attention_are_the_same_in_both_engines(paths: list[Path]) -> None:
@@ -148,13 +148,13 @@ def test_a_shipped_model_classifies_in_onnx_runtime_without_importing_torch(path
         "from allgui.core.models.store import load_model\n"
         f"loaded = load_model({str(folder)!r})\n"
         f"rows = classify_paths({few!r}, loaded)\n"
-        "out = [loaded.classifier.engine_name, [r['error'] or r['predicted'] for r in rows]]\n"
+        "out = [loaded.classifier.engine_name, [r.error or r.predicted for r in rows]]\n"
         "print(json.dumps({'out': out, 'torch': 'torch' in sys.modules, 'from': _Trace.first}))\n"
     )
     result = json.loads(_python(code).stdout.strip().splitlines()[-1])
     assert not result["torch"], "torch was imported from:\n" + "\n".join(result["from"] or [])
     engine = "ONNX Runtime" if folder == SECNN else "ONNX Runtime + scikit-learn"
-    assert result["out"] == [engine, [row["predicted"] for row in classify_paths(few, _in_engine(folder, "onnx"))]]
+    assert result["out"] == [engine, [row.predicted for row in classify_paths(few, _in_engine(folder, "onnx"))]]
 
 
 def _legacy_copy(folder: Path, target: Path) -> Path:
@@ -183,9 +183,9 @@ def test_a_model_without_a_graph_runs_in_torch_with_the_same_answers(paths: list
     few = paths[::5]
     legacy_rows, shipped_rows = classify_paths(few, legacy), classify_paths(few, shipped)
     for field in ROW_FIELDS:
-        assert [row[field] for row in legacy_rows] == [row[field] for row in shipped_rows], field
+        assert [getattr(row, field) for row in legacy_rows] == [getattr(row, field) for row in shipped_rows], field
     np.testing.assert_allclose(
-        [r["probabilities"] for r in legacy_rows], [r["probabilities"] for r in shipped_rows], atol=1e-4
+        [r.probabilities for r in legacy_rows], [r.probabilities for r in shipped_rows], atol=1e-4
     )
 
 
@@ -208,7 +208,7 @@ def test_without_torch_an_old_model_is_refused_clearly_and_the_shipped_ones_run(
         "    out['legacy'] = [type(error).__name__, str(error)]\n"
         "for name in ('cnn-hash-svm-taleqani', 'secnn-default'):\n"
         "    loaded = load_model(shipped_models_dir() / name)\n"
-        f"    out[name] = [r['error'] or r['predicted'] for r in classify_paths({few!r}, loaded)]\n"
+        f"    out[name] = [r.error or r.predicted for r in classify_paths({few!r}, loaded)]\n"
         "loaded.classifier.set_engine('torch')\n"
         "try:\n"
         f"    loaded.classifier.predict([loaded.classifier.read({few[0]!r})])\n"
@@ -225,7 +225,7 @@ def test_without_torch_an_old_model_is_refused_clearly_and_the_shipped_ones_run(
     assert "Traceback" not in result.stderr and "torch/" not in message
     assert "torch engine was chosen" in out["torch"] and "full AllGUI bundle" in out["torch"]
     for folder in (SECNN, HASH_SVM):  # the laboratory bundle runs them
-        assert out[folder.name] == [row["predicted"] for row in classify_paths(few, _in_engine(folder, "onnx"))]
+        assert out[folder.name] == [row.predicted for row in classify_paths(few, _in_engine(folder, "onnx"))]
 
 
 # ---- saving ----------------------------------------------------------------------------------------------------

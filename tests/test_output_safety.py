@@ -30,6 +30,7 @@ from allgui.core.classify import classify_paths, journal_path_for, model_digest,
 from allgui.core.dataset import LabelledDataset
 from allgui.core.models.base import Prediction
 from allgui.core.models.store import LoadedModel, load_model
+from allgui.core.result import ReviewCode
 from allgui.core.statefile import StateFileWarning
 from allgui.resources import shipped_models_dir
 from tests.badcorpus import long_name
@@ -174,6 +175,8 @@ def damage(row: dict, how: str) -> str:
         del row["path"]
     elif how == "reasons_not_a_list":  # was: export written, journal deleted, then exit 1
         row["review_reasons"] = 7
+    elif how == "unknown_reason_code":  # a reason is a code AllGUI writes, with its words
+        row["review_reasons"] = [{"code": "not_a_code", "text": "confidence 0.50 below 0.90"}]
     elif how == "nan_probability":
         row["probabilities"][0] = math.nan
     else:
@@ -181,7 +184,9 @@ def damage(row: dict, how: str) -> str:
     return json.dumps(row)
 
 
-@pytest.mark.parametrize("how", ["no_probabilities", "no_path", "reasons_not_a_list", "nan_probability", "a_list"])
+@pytest.mark.parametrize(
+    "how", ["no_probabilities", "no_path", "reasons_not_a_list", "unknown_reason_code", "nan_probability", "a_list"]
+)
 def test_a_wrong_shaped_journal_line_is_classified_again_with_one_warning(
     images: list[Path], loaded: LoadedModel, tmp_path: Path, how: str
 ) -> None:
@@ -189,6 +194,9 @@ def test_a_wrong_shaped_journal_line_is_classified_again_with_one_warning(
     journal = journal_path_for(out)
     reference = classify_paths(images, loaded, journal=journal)  # a journal as a killed run leaves it, all rows
     lines = journal.read_text().split("\n")
+    for line in lines[1:-1]:  # each reason journalled as its code and its words
+        reasons = json.loads(line)["review_reasons"]
+        assert all(set(r) == {"code", "text"} and r["code"] in ReviewCode._value2member_map_ for r in reasons)
     lines[3] = damage(json.loads(lines[3]), how)  # the third row: line 4
     journal.write_text("\n".join(lines))
 
@@ -200,8 +208,9 @@ def test_a_wrong_shaped_journal_line_is_classified_again_with_one_warning(
     rows = parse_rows(read(out))
     assert [row["path"] for row in rows] == [str(path) for path in images]
     for row, expected in zip(rows, reference, strict=True):
-        assert row["predicted"] == expected["predicted"] and row["error"] == ""
-        assert float(row["p_benign"]) == pytest.approx(expected["probabilities"][0], abs=1e-4)
+        assert row["predicted"] == expected.predicted and row["error"] == ""
+        assert row["review_reasons"] == ";".join(expected.codes)
+        assert float(row["p_benign"]) == pytest.approx(expected.probabilities[0], abs=1e-4)
     assert not journal.exists()
 
 
@@ -486,4 +495,4 @@ def test_the_plain_path_keeps_what_the_model_reduces_images_to(images: list[Path
     rows = classify_paths(images, loaded, batch_size=3)
     assert len(reduced) == len(images)
     for row, path in zip(rows, images, strict=True):  # the duplicate hash is still of the full image
-        assert row["phash"] == f"{batch_hash(read_rgb(path, draft=classifier.decode_draft)):016x}"
+        assert row.phash == f"{batch_hash(read_rgb(path, draft=classifier.decode_draft)):016x}"

@@ -21,6 +21,7 @@ from allgui.core.classify import classify_paths, csv_cell, parse_rows, render, w
 from allgui.core.dataset import LabelledDataset
 from allgui.core.models.store import ModelStore
 from allgui.core.report import limits_paragraph
+from allgui.core.result import ResultRow
 from tests.realsubset import spread_indices
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def test_pdf_and_html_of_200_real_images(results: Path, pdftotext: str, tmp_path
 
 
 def test_unreadable_rows_and_an_empty_file_give_a_report(tmp_path: Path) -> None:
-    errors = [{"path": f"/lab/case/bad-{i}.jpg", "error": "image file is truncated"} for i in range(3)]
+    errors = [ResultRow.unreadable(f"/lab/case/bad-{i}.jpg", "image file is truncated", "") for i in range(3)]
     only_errors = tmp_path / "errors.csv"
     write_rows(errors, only_errors)
     page = report_html(only_errors, tmp_path / "errors.html")

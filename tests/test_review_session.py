@@ -13,7 +13,9 @@ from allgui import DISCLAIMER
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.dataset import LabelledDataset
 from allgui.core.duplicates import find_groups
+from allgui.core.export import COLUMNS
 from allgui.core.hashing import hash_images
+from allgui.core.result import ReviewCode, ReviewReason
 from allgui.core.review_session import ReviewSession, autosave_path
 
 
@@ -38,40 +40,46 @@ def test_duplicates_predictions_and_labels(images: list[Path], tmp_path: Path) -
     assert session.items[first].duplicate_group == session.items[copy].duplicate_group
     assert (copy, 0) in session.duplicates_of(first)
 
+    session.reviewer = "R. Tester"
+    low = ReviewReason(ReviewCode.LOW_CONFIDENCE, "confidence 0.70 below 0.90")
     session.set_prediction(0, [0.1, 0.2, 0.3, 0.4], needs_review=False)
-    session.set_prediction(1, [0.7, 0.1, 0.1, 0.1], needs_review=True, reasons=["low confidence"])
+    session.set_prediction(1, [0.7, 0.1, 0.1, 0.1], needs_review=True, reasons=[low])
     session.set_error(2, "image file is corrupt")
+    session.set_prediction(copy, [0.1, 0.2, 0.3, 0.4], needs_review=False)
     session.confirm(0)
     session.set_label(1, CLASS_NAMES.index("Pro-B"))
     assert session.items[0].status == "confirmed" and session.items[0].label == 3
     assert session.items[1].status == "corrected"
+    assert session.items[2].review_reasons == [ReviewReason(ReviewCode.UNREADABLE, "image file is corrupt")]
+    assert session.items[1].reviewed_by == "R. Tester" and session.items[3].reviewed_by == ""
     with pytest.raises(ValueError):
         session.confirm(2)
 
     saved = session.save(tmp_path / "review.json")
     data = json.loads(saved.read_text(encoding="utf-8"))
-    assert data["disclaimer"] == DISCLAIMER
+    assert data["disclaimer"] == DISCLAIMER and data["version"] == 2
+    assert data["items"][1]["review_reasons"] == [{"code": "low_confidence", "text": "confidence 0.70 below 0.90"}]
     again = ReviewSession.load(saved)
     assert [i.to_dict() for i in again.items] == [i.to_dict() for i in session.items]
+    assert again.items[1].review_reasons == [low] and again.items[1].reviewed_by == "R. Tester"
 
     exported = session.export(tmp_path / "rows.csv")
     lines = exported.read_text(encoding="utf-8").splitlines()
     assert lines[0] == f"# {DISCLAIMER}"
     rows = list(csv.DictReader(lines[1:]))
-    assert rows[1]["predicted"] == "Benign" and rows[1]["technician_label"] == "Pro-B"
-    assert rows[2]["error"] == "image file is corrupt"
-    assert {
-        "path",
-        "predicted",
-        "p_benign",
-        "p_pro_b",
-        "confidence",
-        "needs_review",
-        "duplicate_group",
-        "image_sha256",
-        "model_id",
-        "error",
-    } <= set(rows[0])
+    assert list(rows[0]) == list(COLUMNS)  # the columns of `allgui classify`, the person's label among them
+    assert rows[1]["predicted"] == "Benign" and rows[1]["reviewed_label"] == "Pro-B"
+    assert rows[1]["reviewed_by"] == "R. Tester" and rows[1]["reviewed_at"] == session.items[1].reviewed_at
+    assert rows[1]["needs_review"] == "true" and rows[1]["review_reasons"] == "low_confidence"
+    assert rows[0]["predicted"] == rows[0]["reviewed_label"] == "Pro-B" and rows[0]["review_reasons"] == ""
+    assert rows[2]["error"] == "image file is corrupt" and rows[2]["review_reasons"] == "unreadable"
+    assert rows[2]["predicted"] == rows[2]["reviewed_label"] == ""
+    assert rows[3]["reviewed_label"] == rows[3]["reviewed_by"] == rows[3]["reviewed_at"] == ""  # not reviewed
+    # Duplicate groups are counted from 1, as `allgui classify` counts them.
+    assert (
+        rows[first]["duplicate_group"] == rows[copy]["duplicate_group"] == str(session.items[first].duplicate_group + 1)
+    )
+    assert all(row["duplicate_group"] != "0" for row in rows)
 
 
 def test_labelled_export_is_a_wizard_folder(images: list[Path], tmp_path: Path) -> None:

@@ -120,8 +120,8 @@ def test_the_app_starts_and_classifies_without_importing_torch(images: list[Path
     rows = classify_paths(images, loaded)
     assert [row[0] for row in seen["rows"]] == [str(p) for p in images]
     assert [row[1] for row in seen["rows"]] == [None] * len(images)
-    assert [CLASS_NAMES[row[2]] for row in seen["rows"]] == [row["predicted"] for row in rows]
-    assert [row[3] for row in seen["rows"]] == pytest.approx([row["confidence"] for row in rows], abs=1e-6)
+    assert [CLASS_NAMES[row[2]] for row in seen["rows"]] == [row.predicted for row in rows]
+    assert [row[3] for row in seen["rows"]] == pytest.approx([row.confidence for row in rows], abs=1e-6)
 
 
 RUN_MAIN = HIDE_TORCH + (
@@ -179,4 +179,4 @@ def test_classify_with_the_torch_engine_without_torch_is_refused_in_one_line(
     [row] = parse_rows(stdout)
     loaded = ModelStore(isolated_home).load(default)
     loaded.classifier.set_engine("onnx")
-    assert row["predicted"] == classify_paths(images[:1], loaded)[0]["predicted"]
+    assert row["predicted"] == classify_paths(images[:1], loaded)[0].predicted

@@ -23,16 +23,16 @@ def test_batch_tab_on_the_bad_input_corpus(qtbot, store, image_folder: Path, tmp
     assert not batch.cancelled
     rows = batch.table_model.rows
     assert blocker.args == [len(rows)] == [len(entries)]
-    paths = [r["path"] for r in rows]
+    paths = [r.path for r in rows]
     assert len(paths) == len(set(paths)), "a file has two rows"
-    by_path = {r["path"]: r for r in rows}
+    by_path = {r.path: r for r in rows}
     for entry in entries:
         row = by_path[str(entry.path)]
         if entry.good:
-            assert not row.get("error") and row["predicted"] in CLASS_NAMES, (entry.kind, row.get("error"))
+            assert not row.error and row.predicted in CLASS_NAMES, (entry.kind, row.error)
         else:
-            assert "predicted" not in row or not row["predicted"], entry.kind
-            assert any(word in row["error"].lower() for word in entry.reason_words), (entry.kind, row["error"])
+            assert not row.predicted and row.probabilities is None, entry.kind
+            assert any(word in row.error.lower() for word in entry.reason_words), (entry.kind, row.error)
     assert sum(batch.summary.values) == sum(e.good for e in entries)
 
     exported = window.export_results(tmp_path / "out.csv")

@@ -32,20 +32,22 @@ def test_batch_fills_the_table_and_exports(qtbot, store, image_folder: Path, tmp
     assert blocker.args == [23]
     assert partial_updates and partial_updates[-1] == 23
     rows = batch.table_model.rows
-    errors = {Path(r["path"]).name: r["error"] for r in rows if r.get("error")}
+    errors = {Path(r.path).name: r.error for r in rows if r.error}
     assert set(errors) == {"truncated.jpg", "notes.png"}
     assert all(errors.values())
     assert sum(batch.summary.values) == 21
     model = batch.table_model
     header = [model.headerData(i, Qt.Orientation.Horizontal) for i in range(model.columnCount())]
-    assert header == list(classify.COLUMNS)
-    first_good = next(i for i, r in enumerate(rows) if not r.get("error"))
-    assert model.index(first_good, 0).data() == str(Path(rows[first_good]["path"]).relative_to(folder))
-    assert model.index(first_good, 1).data() == rows[first_good]["predicted"]
-    assert model.index(first_good, 2).data() == f"{rows[first_good]['probabilities'][0]:.3f}"
-    predicted = [r["predicted"] for r in rows if not r.get("error")]
+    assert header[:4] == ["Image", "Predicted", "Confidence", "Reason"] and "P(Benign)" in header
+    first_good = next(i for i, r in enumerate(rows) if not r.error)
+    assert model.index(first_good, 0).data() == str(Path(rows[first_good].path).relative_to(folder))
+    assert model.index(first_good, 1).data() == rows[first_good].predicted
+    assert model.index(first_good, 2).data() == f"{rows[first_good].confidence:.3f}"
+    benign = header.index("P(Benign)")
+    assert model.index(first_good, benign).data() == f"{rows[first_good].probabilities[0]:.3f}"
+    predicted = [r.predicted for r in rows if not r.error]
     assert list(batch.summary.values) == [predicted.count(name) for name in CLASS_NAMES]
-    groups = {r["duplicate_group"] for r in rows if r.get("duplicate_group")}
+    groups = {r.duplicate_group for r in rows if r.duplicate_group is not None}
     assert len(groups) >= 1  # the copy and its original
 
     csv_path = window.export_results(tmp_path / "out.csv")
@@ -83,21 +85,20 @@ def test_cancel_a_running_batch_and_run_again(qtbot, store, data_dir: Path, imag
 def test_summary_warns_when_the_batch_is_unlike_the_training_images(qtbot, store) -> None:
     """Rows as classify_paths makes them: the warning shows once a quarter of the classified images are unlike the
     training images (another stain or lamp setting), and goes when a batch is not."""
-    from allgui.core.models.base import UNLIKE_TRAINING
+    from allgui.core.result import ResultRow, ReviewCode, ReviewReason
 
-    def rows(unlike: int, total: int) -> list[dict]:
+    def rows(unlike: int, total: int) -> list[ResultRow]:
         return [
-            {
-                "path": f"/x/{i}.jpg",
-                "predicted": CLASS_NAMES[0],
-                "probabilities": [1.0, 0.0, 0.0, 0.0],
-                "confidence": 1.0,
-                "needs_review": i < unlike,
-                "review_reasons": [UNLIKE_TRAINING] if i < unlike else [],
-                "image_sha256": "0" * 64,
-                "model_id": "secnn-default",
-                "error": "",
-            }
+            ResultRow(
+                path=f"/x/{i}.jpg",
+                model_id="secnn-default",
+                predicted=CLASS_NAMES[0],
+                probabilities=(1.0, 0.0, 0.0, 0.0),
+                confidence=1.0,
+                needs_review=i < unlike,
+                reasons=(ReviewReason.of(ReviewCode.UNLIKE_TRAINING),) if i < unlike else (),
+                image_sha256="0" * 64,
+            )
             for i in range(total)
         ]
 

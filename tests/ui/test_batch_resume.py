@@ -104,14 +104,15 @@ def _rerun_resumes(qtbot, window, folder: Path, journal: Path, finished: dict[st
         assert batch.start(folder)
     assert blocker.args == [len(files)]
     rows = batch.table_model.rows
-    keys = [classify.path_key(r["path"]) for r in rows]
+    keys = [classify.path_key(r.path) for r in rows]
     assert sorted(keys) == files  # every file exactly once
-    good = {k for k, r in zip(keys, rows, strict=True) if not r.get("error")}
+    good = {k for k, r in zip(keys, rows, strict=True) if not r.error}
     assert sum(counted) == len(good - set(finished))  # finished images were not classified again
     by_key = dict(zip(keys, rows, strict=True))
     for key, old in finished.items():  # the kept rows are the finished ones, unchanged
-        assert by_key[key].get("probabilities") == old.get("probabilities")
-        assert by_key[key]["error"] == old["error"]
+        kept = by_key[key]  # a row as the table has it; ``old``, the journal's line
+        assert (list(kept.probabilities) if kept.probabilities else None) == old.get("probabilities")
+        assert kept.error == old["error"]
     assert any(f"Resumed {len(finished)} finished rows from an interrupted batch" in m for m in messages)
     assert any(f"({len(finished)} resumed" in m for m in messages)
     assert not journal.exists()  # finished normally: the next run starts afresh
@@ -186,7 +187,7 @@ def test_a_failing_gpu_does_not_fail_the_batch(qtbot, store, image_folder: Path,
     with qtbot.waitSignal(window.batch.finished, timeout=60000) as blocker:
         assert window.batch.start(image_folder)
     assert blocker.args == [21]
-    assert not any(r.get("error") for r in window.batch.table_model.rows)
+    assert not any(r.error for r in window.batch.table_model.rows)
     assert classifier.engine.device.type == "cpu"
     assert "CUDA failed (OutOfMemoryError" in window.device_label.text()
     assert "continuing on the CPU" in window.device_label.text()

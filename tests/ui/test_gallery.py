@@ -21,6 +21,7 @@ from allgui.core.scan import scan_images
 from allgui.ui import review_tasks
 from allgui.ui.gallery_model import CACHE_LIMIT, GROUP_NAMES, HEADER, UNCLASSIFIED, badge_text, shown_group
 from allgui.ui.gallery_view import GalleryDelegate
+from allgui.ui.review_table import COLUMNS
 
 from .helpers import close_window, open_window
 
@@ -119,8 +120,9 @@ def test_keys_reclassify_confirm_and_select(qtbot, store, image_folder: Path) ->
     assert "1 changed by you" in model.header_text(PRE_B)
     assert [i for i, it in enumerate(session.items) if it.label is not None] == [row]  # not also by the tab's keys
     # The same label the list and the exports see.
-    assert review.table_model.index(row, 5).data() == "Pre-B (corrected)"
-    assert session.rows()[row]["technician_label"] == "Pre-B" and session.rows()[row]["review_status"] == "corrected"
+    assert review.table_model.index(row, COLUMNS.index("Label")).data() == "✎ Pre-B"
+    exported = session.rows()[row]
+    assert exported.reviewed_label == "Pre-B" != exported.predicted and exported.reviewed_at == item.reviewed_at
     # The gallery goes on with the next image where the moved one was.
     assert view.current_row() == successor and view.selected_rows() == [successor]
 
@@ -207,7 +209,7 @@ def test_2767_images_without_a_widget_per_image(qtbot, store, data_dir: Path) ->
     rows = classify_paths(files, window.models.current, group_duplicates=False)
     session = ReviewSession(files, data_dir)
     for index, result in enumerate(rows):
-        session.set_prediction(index, result["probabilities"], result["needs_review"], result["review_reasons"])
+        session.set_prediction(index, result.probabilities, result.needs_review, result.reasons)
     classified = time.monotonic() - started
     review.set_view_mode("gallery")
     gallery, view = review.gallery, review.gallery.view

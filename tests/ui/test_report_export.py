@@ -35,7 +35,7 @@ def test_export_report_of_the_batch_tab(qtbot, store, image_folder: Path, tmp_pa
     with qtbot.waitSignal(batch.finished, timeout=120000):
         assert batch.start(image_folder)
     rows = batch.table_model.rows
-    flagged = [Path(r["path"]).name for r in rows if r.get("needs_review")]
+    flagged = [Path(r.path).name for r in rows if r.needs_review]
     assert len(flagged) == len(rows) == 21
 
     pdf = tmp_path / "batch-report.pdf"

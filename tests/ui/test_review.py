@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from allgui.core.classes import CLASS_NAMES
 from allgui.core.review_session import ReviewSession, autosave_path
 from allgui.ui.attention_view import NOT_SE_TEXT
+from allgui.ui.review_table import COLUMNS
 
 from .helpers import close_window, open_window
 
@@ -34,7 +35,7 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     copy_row = next(i for i, item in enumerate(session.items) if item.path.stem.endswith("-copy"))
     group = session.items[copy_row].duplicate_group
     assert group is not None
-    badge = review.table_model.index(copy_row, 4).data()
+    badge = review.table_model.index(copy_row, COLUMNS.index("Duplicate")).data()
     assert badge == f"dup {group + 1}"
 
     # Selecting an image shows its probabilities, its attention per SE block, the heat map and its duplicates.
@@ -86,7 +87,10 @@ def test_review_with_the_se_cnn(qtbot, store, image_folder: Path, isolated_home:
     assert session.items[copy_row].status == "corrected" and session.items[other].status == "confirmed"
     saved = ReviewSession.load(autosave_path(isolated_home, image_folder))
     assert saved.items[copy_row].label == (predicted + 1) % 4
-    assert review.table_model.index(other, 5).data() == f"{CLASS_NAMES[session.items[other].predicted]} (confirmed)"
+    assert (
+        review.table_model.index(other, COLUMNS.index("Label")).data()
+        == f"✓ {CLASS_NAMES[session.items[other].predicted]}"
+    )
 
     exported = window.export_labelled(isolated_home / "corrected")
     assert sum(1 for _ in exported.rglob("*.jpg")) == 2
@@ -171,8 +175,6 @@ def test_flagged_rows_say_why_and_are_not_shown_as_confident(qtbot, store, image
     """The Reason column names why a person must look; a flagged call is grey and italic, an unflagged one in its
     class colour; the heat map, which recolours the stain, is off until asked for and then has a legend."""
     from PySide6.QtCore import Qt
-
-    from allgui.ui.review_table import COLUMNS
 
     window = open_window(qtbot, store, "test-secnn")
     review = window.review

@@ -23,11 +23,11 @@ def test_review_predictions_are_the_rows_of_classify_paths(
     loaded = window.models.current
     items = review.session.items
     assert len(items) == 21 and all(item.error is None for item in items)
-    rows = {row["path"]: row for row in classify_paths([item.path for item in items], loaded)}
+    rows = {row.path: row for row in classify_paths([item.path for item in items], loaded)}
     for item in items:
         row = rows[str(item.path)]
-        assert item.probabilities == row["probabilities"]  # equal floats, not close ones
-        assert item.needs_review == row["needs_review"] and item.review_reasons == row["review_reasons"]
+        assert item.probabilities == list(row.probabilities)  # equal floats, not close ones
+        assert item.needs_review == row.needs_review and item.review_reasons == list(row.reasons)
     # And the rows are what the model's batch predictor gives for the images read one by one, as the Review tab
     # predicted before it called classify_paths (the SE-CNN's fast path; the SVM's own predict).
     classifier = loaded.classifier
