@@ -177,6 +177,8 @@ def damage(row: dict, how: str) -> str:
         row["review_reasons"] = 7
     elif how == "unknown_reason_code":  # a reason is a code AllGUI writes, with its words
         row["review_reasons"] = [{"code": "not_a_code", "text": "confidence 0.50 below 0.90"}]
+    elif how == "reason_code_not_text":  # was "internal error: TypeError: unhashable type"
+        row["review_reasons"] = [{"code": [1], "text": "x"}]
     elif how == "nan_probability":
         row["probabilities"][0] = math.nan
     else:
@@ -185,7 +187,16 @@ def damage(row: dict, how: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "how", ["no_probabilities", "no_path", "reasons_not_a_list", "unknown_reason_code", "nan_probability", "a_list"]
+    "how",
+    [
+        "no_probabilities",
+        "no_path",
+        "reasons_not_a_list",
+        "unknown_reason_code",
+        "reason_code_not_text",
+        "nan_probability",
+        "a_list",
+    ],
 )
 def test_a_wrong_shaped_journal_line_is_classified_again_with_one_warning(
     images: list[Path], loaded: LoadedModel, tmp_path: Path, how: str

@@ -74,7 +74,8 @@ def reason_from_json(value: Any) -> ReviewReason | None:
     AllGUI 0.x); None for anything else."""
     if isinstance(value, str):
         return legacy_reason(value)
-    if isinstance(value, dict) and value.get("code") in ReviewCode._value2member_map_:
+    code = value.get("code") if isinstance(value, dict) else None
+    if isinstance(code, str) and code in ReviewCode._value2member_map_:  # a list or dict code is no code
         text = value.get("text")
         return ReviewReason.of(ReviewCode(value["code"]), text if isinstance(text, str) else None)
     return None
