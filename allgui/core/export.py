@@ -19,7 +19,6 @@ from allgui.core.result import (
     ResultRow,
     ReviewCode,
     ReviewReason,
-    legacy_reason,
     reason_from_json,
     reasons_to_json,
 )
@@ -168,7 +167,7 @@ def _reasons(value: Any) -> tuple[ReviewReason, ...] | None:
         codes = [c.strip() for c in value.split(";") if c.strip()]
         return tuple(ReviewReason.of(ReviewCode(c)) for c in codes if c in ReviewCode._value2member_map_)
     if isinstance(value, list):
-        found = (reason_from_json(r) if not isinstance(r, str) else legacy_reason(r) for r in value)
+        found = (reason_from_json(r) for r in value)
         return tuple(r for r in found if r is not None)
     return None
 

@@ -77,7 +77,7 @@ def reason_from_json(value: Any) -> ReviewReason | None:
     code = value.get("code") if isinstance(value, dict) else None
     if isinstance(code, str) and code in ReviewCode._value2member_map_:  # a list or dict code is no code
         text = value.get("text")
-        return ReviewReason.of(ReviewCode(value["code"]), text if isinstance(text, str) else None)
+        return ReviewReason.of(ReviewCode(code), text if isinstance(text, str) else None)
     return None
 
 
